@@ -1,0 +1,1 @@
+"""Campaigns, variants, schedules and triggers arrive with the campaigns issue (#4)."""
