@@ -161,11 +161,13 @@ class SubscriberAdmin(ModelAdmin, ExportActionModelAdmin):
     def active_devices(self, obj: Subscriber) -> int:
         return int(getattr(obj, "n_active_devices", 0))
 
-    def save_model(self, request: HttpRequest, obj: Subscriber, form: ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Subscriber, form: ModelForm[Subscriber], change: bool
+    ) -> None:
         """Profile fields save normally; preference fields go through the consent service."""
         context = ConsentContext(
             source=ConsentRecord.Source.ADMIN,
-            actor=request.user if request.user.is_authenticated else None,  # type: ignore[arg-type]
+            actor=request.user if request.user.is_authenticated else None,
             source_detail="admin",
         )
         if not change:
@@ -222,7 +224,7 @@ class DeviceAdmin(ModelAdmin):
 
 
 @admin.register(Topic)
-class TopicAdmin(ModelAdmin, TabbedTranslationAdmin):
+class TopicAdmin(ModelAdmin, TabbedTranslationAdmin):  # type: ignore[type-arg]
     list_display = ("name", "slug", "default_opt_in", "is_transactional", "is_active", "sort_order")
     list_editable = ("sort_order",)
     prepopulated_fields = {"slug": ("name_en",)}

@@ -54,6 +54,8 @@ class Topic(models.Model):
     sort_order = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects: ClassVar[models.Manager[Topic]] = models.Manager()
+
     class Meta:
         ordering = ["sort_order", "slug"]
 
@@ -109,8 +111,6 @@ class Subscriber(models.Model):
     erased_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-
-    topics = models.ManyToManyField(Topic, through="TopicPreference", related_name="+")
 
     objects = SubscriberQuerySet.as_manager()
 
