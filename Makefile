@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint install bench clean smoke
+.PHONY: run test lint install clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,6 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-
-## make bench — the benchmark harness (results go to BENCHMARKS.md by hand).
-bench: $(STAMP)
-	$(BIN)/python -m pytest tests/benchmarks -m benchmark -p no:cacheprovider -s
 
 clean:
 	rm -rf var staticfiles .pytest_cache .mypy_cache .ruff_cache test-artifacts
