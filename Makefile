@@ -23,7 +23,7 @@ run: export PORT := $(PORT)
 run: export PATH := $(abspath $(BIN)):$(PATH)
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py compilemessages --ignore=.venv -v0 || true
+	$(BIN)/python manage.py compilemessages --ignore=.venv -v0
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py ensure_dev_admin --url http://127.0.0.1:$(PORT)/admin/
 	@echo "Starting web (http://127.0.0.1:$(PORT)/admin/), worker and beat — Ctrl-C stops all three."
