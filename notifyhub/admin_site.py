@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 
 from audiences.selectors import audience_stats
@@ -29,20 +30,24 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
     rate = stats.opt_in_rate
     language_names = dict(settings.LANGUAGES)
     platform_names = {"android": "Android", "ios": "iOS", "web": "Web"}
+
+    def n(value: int) -> str:  # grouped the way the admin's language writes numbers
+        return number_format(value, force_grouping=True)
+
     context.update(
         {
             "kpis": [
                 {
                     "title": _("Subscribers"),
-                    "value": f"{stats.subscribers:,}",
+                    "value": n(stats.subscribers),
                     "footer": _("%(n)s reachable (opted in, with an active device)")
-                    % {"n": f"{stats.reachable_subscribers:,}"},
+                    % {"n": n(stats.reachable_subscribers)},
                     "href": reverse("admin:audiences_subscriber_changelist"),
                     "id": "kpi-subscribers",
                 },
                 {
                     "title": _("Reachable devices"),
-                    "value": f"{stats.reachable_devices:,}",
+                    "value": n(stats.reachable_devices),
                     "footer": " · ".join(
                         f"{platform_names.get(p, p)} {n:,}" for p, n in stats.devices_by_platform.items()
                     )
@@ -52,9 +57,11 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
                 },
                 {
                     "title": _("Opt-in rate"),
-                    "value": f"{rate:.1%}" if rate is not None else "—",
+                    "value": f"{number_format(round(rate * 100, 1), decimal_pos=1)}%"
+                    if rate is not None
+                    else "—",
                     "footer": _("%(in)s of %(all)s subscribers opted in to push")
-                    % {"in": f"{stats.opted_in:,}", "all": f"{stats.subscribers:,}"},
+                    % {"in": n(stats.opted_in), "all": n(stats.subscribers)},
                     "href": reverse("admin:audiences_subscriber_changelist") + "?push_opt_in__exact=1",
                     "id": "kpi-opt-in",
                 },

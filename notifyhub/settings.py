@@ -14,6 +14,7 @@ from typing import Any
 import environ
 from celery.schedules import schedule
 from django.core.exceptions import ImproperlyConfigured
+from django.templatetags.static import static
 from django.urls import reverse_lazy
 from django.utils.translation import gettext_lazy as _
 from kombu import Exchange, Queue
@@ -306,6 +307,9 @@ UNFOLD: dict[str, Any] = {
     "SITE_HEADER": "NotifyHub",
     "SITE_SUBHEADER": _("Push notifications, done right"),
     "SITE_SYMBOL": "campaign",
+    "SITE_FAVICONS": [
+        {"rel": "icon", "type": "image/svg+xml", "href": lambda request: static("notifyhub/favicon.svg")},
+    ],
     "SHOW_HISTORY": True,
     "SHOW_VIEW_ON_SITE": False,
     "ENVIRONMENT": "notifyhub.admin_site.environment_callback",
