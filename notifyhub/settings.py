@@ -176,8 +176,11 @@ MODELTRANSLATION_FALLBACK_LANGUAGES: dict[str, tuple[str, ...]] = {
 JQUERY_UI_URL = "vendor/jquery-ui/jquery-ui.min.js"
 JQUERY_URL = "admin/js/vendor/jquery/jquery.min.js"
 
+MEDIA_URL = "/media/"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media"))).resolve()
+
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))).resolve()
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -192,6 +195,21 @@ STORAGES = {
 # In development whitenoise serves straight from the app folders (no collectstatic).
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# ---------------------------------------------------------------------------
+# Cache (rate limits, live estimates). Shared by every process: Redis in production,
+# a file cache under var/ for the embedded setup.
+# ---------------------------------------------------------------------------
+
+CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+
+# ---------------------------------------------------------------------------
+# Audiences: imports and the client API
+# ---------------------------------------------------------------------------
+
+NOTIFYHUB_IMPORT_MAX_BYTES: int = env.int("NOTIFYHUB_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
+NOTIFYHUB_API_MAX_BODY_BYTES: int = env.int("NOTIFYHUB_API_MAX_BODY_BYTES", default=5 * 1024 * 1024)
+NOTIFYHUB_API_EVENTS_PER_BATCH: int = 1000
 
 # ---------------------------------------------------------------------------
 # Security (production refuses insecure defaults; see the README)
@@ -229,7 +247,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(CELERY_BROKER_DIR / "processed"),
         "store_processed": False,
         "control_folder": str(CELERY_BROKER_DIR / "control"),
+        "polling_interval": 0.2,
     }
+    # One machine, one small worker: a thread pool shuts down promptly on Ctrl-C
+    # (honcho signals the whole process group, which would kill prefork children
+    # mid-handshake and can leave the parent waiting on a lock they held).
+    CELERY_WORKER_POOL = "threads"
     _result_default = f"file://{CELERY_BROKER_DIR / 'results'}"
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
