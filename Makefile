@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+## make bench — benchmarks (tests/benchmarks) on PostgreSQL; numbers go to BENCHMARKS.md.
+bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+bench: $(STAMP)
+	$(BIN)/python -m pytest tests/benchmarks -m benchmark -p no:randomly -s --create-db $(PYTEST_ARGS)
 
 clean:
 	rm -rf var staticfiles .pytest_cache .mypy_cache .ruff_cache test-artifacts
