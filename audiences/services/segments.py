@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
@@ -22,7 +22,7 @@ def segment_create_static(
     *,
     name: str,
     subscribers: QuerySet[Subscriber] | Iterable[int],
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     description: str = "",
 ) -> Segment:
     """Create a static segment holding ``subscribers`` (a queryset or ids).
