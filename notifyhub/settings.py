@@ -132,6 +132,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Segment counts are short analytical queries over millions of rows: JIT
+        # compilation costs ~100 ms per query and buys nothing at this size, and the
+        # default 4 MB work_mem makes "did X at least N times" aggregates spill to disk.
+        _pg_session = env.str("POSTGRES_SESSION_OPTIONS", default="-c jit=off -c work_mem=32MB")
+        if _pg_session:
+            DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", _pg_session)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -210,6 +217,22 @@ CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR /
 NOTIFYHUB_IMPORT_MAX_BYTES: int = env.int("NOTIFYHUB_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 NOTIFYHUB_API_MAX_BODY_BYTES: int = env.int("NOTIFYHUB_API_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 NOTIFYHUB_API_EVENTS_PER_BATCH: int = 1000
+
+# --- Client API (/api/v1/, audiences.api) ----------------------------------------
+# django-ninja serves the OpenAPI docs (Swagger UI) from its own static files only
+# when "ninja" is an installed app; otherwise it links a CDN.
+INSTALLED_APPS += ["ninja"]
+# Django refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default) with a
+# bare 400 before any view runs; the API's own limit must be the one that answers
+# (with a 413 naming it), so Django's limit is raised to at least the API's.
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = max(2_621_440, NOTIFYHUB_API_MAX_BODY_BYTES)
+# How long a preference-center link handed out by the API stays valid (seconds).
+NOTIFYHUB_PREFERENCE_LINK_MAX_AGE: int = env.int(
+    "NOTIFYHUB_PREFERENCE_LINK_MAX_AGE", default=60 * 60 * 24 * 30
+)
+# API keys: last_used_at is written at most this often (seconds) per key.
+NOTIFYHUB_API_KEY_TOUCH_SECONDS: int = 60
+# --- end of client API block ---------------------------------------------------------
 
 # ---------------------------------------------------------------------------
 # Security (production refuses insecure defaults; see the README)
@@ -294,6 +317,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "delivery.tasks.heartbeat",
         "schedule": schedule(NOTIFYHUB_HEARTBEAT_SECONDS),
         "options": {"expires": NOTIFYHUB_HEARTBEAT_SECONDS * 3},
+    },
+    # Client API (audiences.tasks): slide the 30-day session window for everyone;
+    # ingestion keeps the touched subscribers current between runs.
+    "audiences-recompute-sessions-30d": {
+        "task": "audiences.tasks.subscribers_recompute_sessions_30d",
+        "schedule": schedule(60 * 60),
+        "options": {"expires": 60 * 60},
     },
 }
 
@@ -461,6 +491,56 @@ UNFOLD: dict[str, Any] = {
         ],
     },
 }
+
+# --- CSV import (audiences.csv_import, admin "Imports") ----------------------------
+# Files up to this size are checked and imported inside the admin request (about a
+# second of work); bigger ones run as Celery tasks with a progress bar.
+NOTIFYHUB_IMPORT_SYNC_MAX_BYTES: int = env.int("NOTIFYHUB_IMPORT_SYNC_MAX_BYTES", default=1024 * 1024)
+UNFOLD["SIDEBAR"]["navigation"][0]["items"].append(
+    {
+        "title": _("Imports"),
+        "icon": "upload_file",
+        "link": reverse_lazy("admin:audiences_importjob_changelist"),
+        "permission": _perm("audiences.view_importjob"),
+    }
+)
+# --- end of CSV import block ------------------------------------------------------
+
+# --- Client API: admin sidebar (audiences.admin.api_keys) --------------------------
+# A section before "Settings" (the last one): API keys and the read-only event log.
+UNFOLD["SIDEBAR"]["navigation"].insert(
+    len(UNFOLD["SIDEBAR"]["navigation"]) - 1,
+    {
+        "title": _("Client API"),
+        "separator": True,
+        "items": [
+            {
+                "title": _("API keys"),
+                "icon": "key",
+                "link": reverse_lazy("admin:audiences_apikey_changelist"),
+                "permission": _perm("audiences.view_apikey"),
+            },
+            {
+                "title": _("Events"),
+                "icon": "bolt",
+                "link": reverse_lazy("admin:audiences_event_changelist"),
+                "permission": _perm("audiences.view_event"),
+            },
+        ],
+    },
+)
+# --- end of client API sidebar block -------------------------------------------------
+
+# --- Segments: admin sidebar (audiences.admin.segments) ----------------------------
+UNFOLD["SIDEBAR"]["navigation"][0]["items"].append(
+    {
+        "title": _("Segments"),
+        "icon": "filter_alt",
+        "link": reverse_lazy("admin:audiences_segment_changelist"),
+        "permission": _perm("audiences.view_segment"),
+    }
+)
+# --- end of segments sidebar block ---------------------------------------------------
 
 # ---------------------------------------------------------------------------
 # Imports/exports and logging

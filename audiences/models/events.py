@@ -60,6 +60,11 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["subscriber", "name", "occurred_at"]),
             models.Index(fields=["name", "occurred_at"]),
+            # Segments "did X at least N times in D days": the window's subscriber ids
+            # come from an index-only scan, without visiting the event rows.
+            models.Index(
+                fields=["name", "occurred_at"], include=["subscriber"], name="event_name_time_subscriber_idx"
+            ),
         ]
         constraints = [models.CheckConstraint(condition=~Q(name=""), name="event_name_not_empty")]
 

@@ -126,6 +126,9 @@ class Subscriber(models.Model):
             models.Index(fields=["total_spent"]),
             models.Index(fields=["last_purchase_at"]),
             models.Index(fields=["push_opt_in"]),
+            # Segment counts semi-join on the ids of live subscribers: an index-only
+            # scan of this instead of reading every (wide) subscriber row.
+            models.Index(fields=["id"], condition=Q(erased_at__isnull=True), name="subscriber_live_idx"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -204,12 +207,26 @@ class Device(models.Model):
     invalidated_at = models.DateTimeField(null=True, blank=True)
     invalidation_reason = models.CharField(max_length=20, choices=InvalidationReason.choices, blank=True)
     app_version = models.CharField(max_length=40, blank=True)
+    # BCP 47 tag from the device (e.g. "pt-BR"); the subscriber's language is separate
+    # and changes only through the preference services.
+    locale = models.CharField(
+        max_length=35, blank=True, help_text=_("The device locale reported by the app, e.g. pt-BR.")
+    )
     last_seen_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["subscriber", "is_active"]), models.Index(fields=["platform"])]
+        indexes = [
+            models.Index(fields=["subscriber", "is_active"]),
+            models.Index(fields=["platform"]),
+            # Segments "has an active device on iOS…": an index-only scan of the ids.
+            models.Index(
+                fields=["platform", "subscriber"],
+                condition=Q(is_active=True),
+                name="device_active_platform_idx",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(platform__in=["android", "ios", "web"]), name="device_platform_valid"

@@ -1,5 +1,34 @@
 """Writes of the audiences app, one module per concern; import from here."""
 
+from audiences.services.api_keys import (
+    ApiKeyError,
+    ApiKeyRevoked,
+    api_key_authenticate,
+    api_key_create,
+    api_key_revoke,
+)
+from audiences.services.devices import DeviceNotFound, DeviceValidationError, device_register, device_remove
+from audiences.services.events import (
+    EventBatchError,
+    EventInput,
+    FieldError,
+    FieldValidationError,
+    event_track_batch,
+    event_track_receipt,
+    subscribers_recompute_sessions_30d,
+)
+from audiences.services.imports import (
+    ImportJobError,
+    audience_import_file,
+    import_job_confirm,
+    import_job_create,
+    import_job_enqueue_preview,
+    import_job_preview,
+    import_job_progress,
+    import_job_run,
+    import_job_runs_in_background,
+    import_job_set_mapping,
+)
 from audiences.services.preferences import (
     UNSET,
     ConsentContext,
@@ -9,17 +38,58 @@ from audiences.services.preferences import (
 )
 from audiences.services.segments import (
     SegmentError,
+    parse_external_ids,
     segment_add_members,
+    segment_add_members_by_external_id,
     segment_create_static,
+    segment_refresh_count,
+    segment_save,
+    segment_update_rules,
+    segment_validate_rules,
 )
+from audiences.services.subscribers import SubscriberValidationError, subscriber_identify
 
 __all__ = [
     "UNSET",
+    "ApiKeyError",
+    "ApiKeyRevoked",
     "ConsentContext",
+    "DeviceNotFound",
+    "DeviceValidationError",
+    "EventBatchError",
+    "EventInput",
+    "FieldError",
+    "FieldValidationError",
+    "ImportJobError",
     "PreferenceError",
     "SegmentError",
+    "SubscriberValidationError",
+    "api_key_authenticate",
+    "api_key_create",
+    "api_key_revoke",
+    "audience_import_file",
+    "device_register",
+    "device_remove",
+    "event_track_batch",
+    "event_track_receipt",
+    "import_job_confirm",
+    "import_job_create",
+    "import_job_enqueue_preview",
+    "import_job_preview",
+    "import_job_progress",
+    "import_job_run",
+    "import_job_runs_in_background",
+    "import_job_set_mapping",
+    "parse_external_ids",
     "segment_add_members",
+    "segment_add_members_by_external_id",
     "segment_create_static",
+    "segment_refresh_count",
+    "segment_save",
+    "segment_update_rules",
+    "segment_validate_rules",
+    "subscriber_identify",
     "subscriber_record_initial_consent",
     "subscriber_update_preferences",
+    "subscribers_recompute_sessions_30d",
 ]

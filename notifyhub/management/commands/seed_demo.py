@@ -17,7 +17,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from audiences.models import ConsentRecord, Device, Subscriber, Topic, TopicPreference
+from audiences.models import ConsentRecord, Device, Event, Subscriber, Topic, TopicPreference
+from notifyhub.management.commands._demo_behaviour import demo_events, demo_segments
 
 SEED = 20261129
 
@@ -145,11 +146,14 @@ class Command(BaseCommand):
         with transaction.atomic():
             topics = self._topics()
             created = self._subscribers(count, topics)
+            segments = demo_segments(topics)
         total = Subscriber.objects.filter(external_id__startswith="demo-").count()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {len(topics)} topics, {total} demo subscribers "
-                f"({created} created now), {Device.objects.count()} devices."
+                f"({created} created now), {Device.objects.count()} devices, "
+                f"{Event.objects.filter(idempotency_key__startswith='demo-').count()} events, "
+                f"{segments} demo segments."
             )
         )
 
@@ -197,6 +201,8 @@ class Command(BaseCommand):
             topic_out = [t.slug for t in topics if not t.is_transactional and rng.random() < 0.1]
             interests = rng.sample(INTERESTS, rng.randint(0, 3))
             plan = rng.choice(PLANS)
+            if last_seen < now - dt.timedelta(days=30):
+                sessions = 0  # the aggregate counts the last 30 days only
             if external_id in existing:
                 continue
             new_subscribers.append(
@@ -277,4 +283,9 @@ class Command(BaseCommand):
             for pref in preferences
         ]
         ConsentRecord.objects.bulk_create(records, batch_size=500)
+        Event.objects.bulk_create(
+            demo_events([by_external[s.external_id] for s in new_subscribers], new_subscribers, now),
+            batch_size=1000,
+            ignore_conflicts=True,
+        )
         return len(new_subscribers)
