@@ -19,11 +19,12 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from unfold.admin import ModelAdmin
-from unfold.contrib.filters.admin import DropdownFilter, RangeDateTimeFilter
+from unfold.contrib.filters.admin import DropdownFilter
 from unfold.decorators import action, display
 
 from audiences.models import ApiKey, Event
 from audiences.services.api_keys import api_key_create, api_key_revoke
+from notifyhub.admin_filters import AwareRangeDateTimeFilter
 
 
 @admin.register(ApiKey)
@@ -140,7 +141,7 @@ class EventAdmin(ModelAdmin):
     """Read-only: events come from client apps through the API, never from the admin."""
 
     list_display = ("name", "subscriber", "occurred_at", "received_at", "idempotency_key")
-    list_filter = (EventNameFilter, ("occurred_at", RangeDateTimeFilter))
+    list_filter = (EventNameFilter, ("occurred_at", AwareRangeDateTimeFilter))
     list_filter_submit = True
     list_select_related = ("subscriber",)
     search_fields = ("subscriber__external_id", "idempotency_key")
