@@ -11,83 +11,18 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db.models import Count
-from playwright.sync_api import Page, Request, Response, expect, sync_playwright
-from pytest_django.live_server_helper import LiveServer
+from playwright.sync_api import Page, expect
 
 from audiences.models import ConsentRecord, Device, Subscriber, Topic
 from audiences.services import ConsentContext, subscriber_update_preferences
-from tests.services import require_chromium
+from tests.browser.support import ARTIFACTS, PASSWORD, USERNAME, NetworkLog, log_in
 
 pytestmark = [pytest.mark.browser]
-
-USERNAME = "marketer"
-PASSWORD = "correct-horse-battery-staple"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@dataclass
-class NetworkLog:
-    """Everything the page asked for, and what went wrong, across navigations."""
-
-    requests: list[str] = field(default_factory=list)
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    page_errors: list[str] = field(default_factory=list)
-
-    def on_request(self, request: Request) -> None:
-        self.requests.append(request.url)
-
-    def on_response(self, response: Response) -> None:
-        if response.status >= 400:
-            self.errors.append((response.status, response.url))
-
-    def on_request_failed(self, request: Request) -> None:
-        self.failed.append(f"{request.url} ({request.failure})")
-
-    def assert_clean(self) -> None:
-        assert self.requests, "the page made no requests at all"
-        foreign = [
-            url
-            for url in self.requests
-            if urlsplit(url).scheme not in {"data", "blob", "about"}
-            and urlsplit(url).hostname not in LOCAL_HOSTS
-        ]
-        assert not foreign, f"requests left the machine (CDN?): {foreign}"
-        static_errors = [e for e in self.errors if urlsplit(e[1]).path.startswith(settings.STATIC_URL)]
-        assert not static_errors, f"static assets failed: {static_errors}"
-        assert not self.errors, f"requests failed: {self.errors}"
-        assert not self.failed, f"requests did not complete: {self.failed}"
-        assert not self.page_errors, f"JavaScript errors on the page: {self.page_errors}"
-
-
-@pytest.fixture
-def allow_sync_db_under_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Playwright's sync API runs an asyncio event loop in this thread (it switches
-    # to it with greenlets), so Django sees a "running loop" and refuses ORM calls
-    # made from the test and its fixtures (SynchronousOnlyOperation). Nothing is async:
-    # the test and the live server thread each use their own connection
-    # synchronously. Scoped to these tests so the check stays on everywhere else.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture
@@ -103,58 +38,6 @@ def audience(transactional_db: None) -> Subscriber:
         push_opt_in=False,
     )
     return subscriber
-
-
-@pytest.fixture
-def network() -> NetworkLog:
-    return NetworkLog()
-
-
-@pytest.fixture
-def browser_locale() -> str:
-    """The browser's language (Accept-Language); the admin follows it (LocaleMiddleware)."""
-    return "en-US"
-
-
-@pytest.fixture
-def page(
-    live_server: LiveServer,
-    transactional_db: None,
-    tmp_path: Path,
-    network: NetworkLog,
-    browser_locale: str,
-    allow_sync_db_under_playwright: None,
-) -> Iterator[Page]:
-    chromium = require_chromium()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=chromium,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            base_url=live_server.url,
-            viewport={"width": 1280, "height": 900},
-            locale=browser_locale,
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("request", network.on_request)
-            page.on("response", network.on_response)
-            page.on("requestfailed", network.on_request_failed)
-            page.on("pageerror", lambda error: network.page_errors.append(str(error)))
-            yield page
-        finally:
-            context.close()
-
-
-def log_in(page: Page) -> None:
-    # By id, not by label text: the login page is translated for some tests.
-    page.goto("/admin/login/")
-    page.locator("#id_username").fill(USERNAME)
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("#login-form [type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/admin/$"))
 
 
 def test_dashboard_shows_the_real_audience_numbers(page: Page, audience: Subscriber, network: NetworkLog):

@@ -17,17 +17,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Dialog, Page, expect
 
 from audiences.models import ConsentRecord, ImportJob, Segment, Subscriber
-from tests.browser.test_admin_browser import (  # noqa: F401 — fixtures
-    ARTIFACTS,
-    PASSWORD,
-    USERNAME,
-    NetworkLog,
-    allow_sync_db_under_playwright,
-    browser_locale,
-    log_in,
-    network,
-    page,
-)
+from tests.browser.support import ARTIFACTS, PASSWORD, USERNAME, NetworkLog, log_in
 from tests.factories import SubscriberFactory, TopicFactory
 
 pytestmark = [pytest.mark.browser]
@@ -51,9 +41,9 @@ def marketer(transactional_db: None, settings: Any, tmp_path: Path) -> User:
 
 
 def test_upload_preview_skip_invalid_and_confirm(
-    page: Page,  # noqa: F811 — the fixture imported above
+    page: Page,
     marketer: User,
-    network: NetworkLog,  # noqa: F811
+    network: NetworkLog,
     tmp_path: Path,
 ) -> None:
     dialogs: list[str] = []

@@ -14,17 +14,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from audiences.models import Segment
-from tests.browser.test_admin_browser import (  # noqa: F401  (fixtures)
-    ARTIFACTS,
-    PASSWORD,
-    USERNAME,
-    NetworkLog,
-    allow_sync_db_under_playwright,
-    browser_locale,
-    log_in,
-    network,
-    page,
-)
+from tests.browser.support import ARTIFACTS, PASSWORD, USERNAME, NetworkLog, log_in
 from tests.factories import DeviceFactory, SubscriberFactory
 
 pytestmark = [pytest.mark.browser]
@@ -43,9 +33,9 @@ def shoppers(transactional_db: None) -> None:
 
 
 def test_marketer_builds_a_two_condition_segment_with_live_counts(
-    page: Page,  # noqa: F811
+    page: Page,
     shoppers: None,
-    network: NetworkLog,  # noqa: F811
+    network: NetworkLog,
 ) -> None:
     log_in(page)
     page.goto("/admin/audiences/segment/add/")
@@ -99,9 +89,9 @@ def test_marketer_builds_a_two_condition_segment_with_live_counts(
 
 
 def test_invalid_value_is_shown_next_to_its_condition(
-    page: Page,  # noqa: F811
+    page: Page,
     shoppers: None,
-    network: NetworkLog,  # noqa: F811
+    network: NetworkLog,
 ) -> None:
     log_in(page)
     page.goto("/admin/audiences/segment/add/")
