@@ -25,6 +25,7 @@ from unfold.decorators import action, display
 from audiences.models import ApiKey, Event
 from audiences.services.api_keys import api_key_create, api_key_revoke
 from notifyhub.admin_filters import AwareRangeDateTimeFilter
+from notifyhub.admin_mixins import ReadOnlyAdminMixin
 
 
 @admin.register(ApiKey)
@@ -137,7 +138,7 @@ class EventNameFilter(DropdownFilter):
 
 
 @admin.register(Event)
-class EventAdmin(ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, ModelAdmin):
     """Read-only: events come from client apps through the API, never from the admin."""
 
     list_display = ("name", "subscriber", "occurred_at", "received_at", "idempotency_key")
@@ -151,12 +152,3 @@ class EventAdmin(ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     ordering = ("-occurred_at", "-id")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -24,6 +24,7 @@ from audiences.services import (
     subscriber_record_initial_consent,
     subscriber_update_preferences,
 )
+from notifyhub.admin_mixins import ReadOnlyAdminMixin
 
 PREFERENCE_FIELDS = (
     "push_opt_in",
@@ -232,7 +233,7 @@ class TopicAdmin(ModelAdmin, TabbedTranslationAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(ConsentRecord)
-class ConsentRecordAdmin(ModelAdmin):
+class ConsentRecordAdmin(ReadOnlyAdminMixin, ModelAdmin):
     """The consent ledger: readable by whoever may view it, writable by nobody."""
 
     list_display = ("created_at", "subscriber", "field", "topic", "old_value", "new_value", "source", "actor")
@@ -247,12 +248,3 @@ class ConsentRecordAdmin(ModelAdmin):
     search_fields = ("subscriber__external_id", "source_detail")
     date_hierarchy = "created_at"
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
