@@ -34,6 +34,7 @@ from audiences.csv_import.decoding import (
     read_sample,
 )
 from audiences.csv_import.mapping import Column, build_columns, suggest_target
+from audiences.csv_import.pgwrites import PostgresBatchWriter
 from audiences.csv_import.pipeline import BatchWriter, in_background
 from audiences.csv_import.plan import BatchPlan, Planner, TopicInfo
 from audiences.csv_import.summary import ImportSummary
@@ -174,15 +175,27 @@ def _import(
     try:
         with transaction.atomic() if writing else contextlib.nullcontext():
             segment = _create_segment(options, summary) if writing else None
-            inline = not writing or connection.vendor != "postgresql"
-            writer = BatchWriter(
-                write=_write_batch,
-                connection=None if inline else connection.connection,
-                inline=inline,
-                segment_id=segment.pk if segment is not None else None,
-                actor_id=options.actor_id,
-                now=now,
-            )
+            segment_id = segment.pk if segment is not None else None
+            prepare: Callable[[BatchPlan], Any] = _unchanged
+            if writing and connection.vendor == "postgresql":
+                # The planning thread formats each batch; the writer thread only ships it.
+                postgres = PostgresBatchWriter(now=now, actor_id=options.actor_id, segment_id=segment_id)
+                prepare = postgres.format
+                writer = BatchWriter(
+                    write=postgres.write,
+                    finish=postgres.finish,
+                    connection=connection.connection,
+                    inline=False,
+                )
+            else:
+                writer = BatchWriter(
+                    write=_write_batch,
+                    connection=None,
+                    inline=True,
+                    segment_id=segment_id,
+                    actor_id=options.actor_id,
+                    now=now,
+                )
             try:
                 batches = _valid_batches(
                     itertools.chain(head, records), validator, stream, options.batch_size
@@ -196,7 +209,7 @@ def _import(
                     # All-or-nothing: after the first invalid row, the rest is only checked
                     # (every error is still reported) and the transaction is rolled back.
                     if writing and (options.skip_invalid or not summary.error_count):
-                        writer.submit(plan)
+                        writer.submit(prepare(plan))
                     if progress is not None:
                         fraction = min(1.0, batch.position / size) if size else 1.0
                         progress(
@@ -293,6 +306,10 @@ def _valid_batches(
     if batch.read:
         batch.position = stream.tell()
         yield batch
+
+
+def _unchanged(plan: BatchPlan) -> BatchPlan:
+    return plan
 
 
 def _count(summary: ImportSummary, plan: BatchPlan) -> None:

@@ -14,8 +14,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from audiences.csv_import.plan import BatchPlan
-
 _T = TypeVar("_T")
 _DONE = object()
 
@@ -74,15 +72,17 @@ class BatchWriter:
         write: Callable[..., None],
         connection: Any,
         inline: bool,
+        finish: Callable[..., None] | None = None,
         **write_options: Any,
     ) -> None:
         self.write = write
+        self.finish = finish
         self.options = write_options
         self.error: BaseException | None = None
         self.inline = inline
         if inline:
             return
-        self.queue: queue.Queue[BatchPlan | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.thread = threading.Thread(
             target=self._run, args=(connection,), name="csv-import-write", daemon=True
         )
@@ -96,8 +96,13 @@ class BatchWriter:
                         self.write(plan, cursor=cursor, **self.options)
                     except BaseException as exc:
                         self.error = exc
+            if self.error is None and self.finish is not None:
+                try:
+                    self.finish(cursor=cursor)
+                except BaseException as exc:
+                    self.error = exc
 
-    def submit(self, plan: BatchPlan) -> None:
+    def submit(self, plan: Any) -> None:
         if self.inline:
             self.write(plan, **self.options)
             return
