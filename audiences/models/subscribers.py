@@ -75,9 +75,9 @@ class Subscriber(models.Model):
         DAILY = "daily", _("At most one a day")
         WEEKLY = "weekly", _("At most one a week")
 
-    external_id = models.CharField(
-        max_length=255, unique=True, help_text=_("The client app's id for this user.")
-    )
+    # Unique through Meta.constraints, not unique=True: on PostgreSQL the latter adds a
+    # second, varchar_pattern_ops index that no query uses and every import maintains.
+    external_id = models.CharField(max_length=255, help_text=_("The client app's id for this user."))
     email = models.EmailField(blank=True)
     first_name = models.CharField(max_length=150, blank=True)
     last_name = models.CharField(max_length=150, blank=True)
@@ -147,6 +147,11 @@ class Subscriber(models.Model):
                 name="subscriber_quiet_hours_both_or_neither",
             ),
             models.CheckConstraint(condition=~Q(external_id=""), name="subscriber_external_id_not_empty"),
+            models.UniqueConstraint(
+                fields=["external_id"],
+                name="subscriber_external_id_unique",
+                violation_error_message=_("A subscriber with this external id already exists."),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -168,8 +173,12 @@ class Subscriber(models.Model):
 class TopicPreference(models.Model):
     """A subscriber's explicit choice for one topic; absent means the topic's default."""
 
-    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="topic_preferences")
-    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="preferences")
+    # No single-column FK indexes: the unique (subscriber, topic) and the (topic,
+    # opted_in) indexes serve both lookups, and fewer indexes keep imports fast.
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.CASCADE, related_name="topic_preferences", db_index=False
+    )
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="preferences", db_index=False)
     opted_in = models.BooleanField()
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -196,9 +205,12 @@ class Device(models.Model):
         REMOVED = "removed", _("Removed by the app")
         ERASED = "erased", _("Subscriber erased")
 
-    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="devices")
+    # Indexed by (subscriber, is_active) below.
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.CASCADE, related_name="devices", db_index=False
+    )
     # The FCM registration token the client SDK gives us (see README, Decisions).
-    token = models.CharField(max_length=4096, unique=True)
+    token = models.CharField(max_length=4096)  # unique: Meta.constraints (see Subscriber)
     platform = models.CharField(max_length=10, choices=Platform.choices)
     is_active = models.BooleanField(default=True)
     is_test = models.BooleanField(
@@ -239,6 +251,11 @@ class Device(models.Model):
                 name="device_invalidation_consistent",
             ),
             models.CheckConstraint(condition=~Q(token=""), name="device_token_not_empty"),
+            models.UniqueConstraint(
+                fields=["token"],
+                name="device_token_unique",
+                violation_error_message=_("This push token is already registered."),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -265,7 +282,10 @@ class ConsentRecord(models.Model):
         ADMIN = "admin", _("Admin")
         SYSTEM = "system", _("System")
 
-    subscriber = models.ForeignKey(Subscriber, on_delete=models.PROTECT, related_name="consent_records")
+    # Indexed by (subscriber, -created_at) below.
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.PROTECT, related_name="consent_records", db_index=False
+    )
     # What changed: "push_opt_in", "topic", "frequency_limit", "quiet_hours",
     # "language" or "paused_until"; "topic" rows name the topic.
     field = models.CharField(max_length=40)
