@@ -15,7 +15,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -165,6 +165,19 @@ class SegmentAdmin(ModelAdmin):
             )
         return form
 
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except SegmentError as exc:
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(request.get_full_path())
+
     def save_model(self, request: HttpRequest, obj: Segment, form: Any, change: bool) -> None:
         data = form.cleaned_data
         user = request.user if request.user.is_authenticated else None
@@ -193,10 +206,10 @@ class SegmentAdmin(ModelAdmin):
                     rules=data.get("rules"),
                     created_by=user,  # type: ignore[arg-type]
                 )
-        except SegmentError as exc:
-            # The form validated the same things; this is a concurrent edit. The
-            # admin's transaction rolls back, and the marketer sees why.
-            messages.error(request, exc.message)
+        except SegmentError:
+            # The form validated the same things, so this is a concurrent edit (say,
+            # another segment now includes this one): roll back the admin's
+            # transaction; changeform_view turns it into a message.
             raise
         obj.pk, obj._state.adding = saved.pk, False
         segment_refresh_count(segment=saved)

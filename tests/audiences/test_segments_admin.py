@@ -143,3 +143,22 @@ def test_changelist_shows_sizes_and_recounts(admin_client_logged_in: Client) -> 
     assert response.status_code == 200
     segment.refresh_from_db()
     assert segment.last_count == 0
+
+
+def test_a_conflict_found_only_at_save_time_is_a_message_not_a_500(
+    admin_client_logged_in: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another marketer's concurrent edit can create a cycle after this form validated."""
+    from audiences.admin import segments as segment_admin
+    from audiences.services import SegmentError
+
+    def conflicting_save(**kwargs: Any) -> Segment:
+        raise SegmentError("“Spain” now belongs to a loop of segments; reload and check its rules.")
+
+    monkeypatch.setattr(segment_admin, "segment_save", conflicting_save)
+    add = reverse("admin:audiences_segment_add")
+    data = {"name": "Spain", "description": "", "kind": "dynamic", "rules": json.dumps(spain())}
+    response = admin_client_logged_in.post(add, data, follow=True)
+    assert response.status_code == 200
+    assert "belongs to a loop of segments" in response.content.decode()
+    assert not Segment.objects.filter(name="Spain").exists()
