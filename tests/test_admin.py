@@ -172,3 +172,12 @@ def test_topic_admin_has_translation_tabs_with_local_assets(admin_client_logged_
 def test_non_staff_are_sent_to_login(client: Client) -> None:
     response = client.get(reverse("admin:index"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_subscriber_list_leads_to_the_csv_import(admin_client_logged_in: Client) -> None:
+    changelist = admin_client_logged_in.get(reverse("admin:audiences_subscriber_changelist"))
+    url = reverse("admin:audiences_subscriber_import_csv")
+    assert url in changelist.content.decode()
+    response = admin_client_logged_in.get(url)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:audiences_importjob_add")

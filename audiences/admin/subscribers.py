@@ -7,14 +7,15 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionModelAdmin
 from modeltranslation.admin import TabbedTranslationAdmin
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RelatedDropdownFilter
 from unfold.contrib.import_export.forms import SelectableFieldsExportForm
-from unfold.decorators import display
+from unfold.decorators import action, display
 
 from audiences.models import ConsentRecord, Device, Subscriber, Topic, TopicPreference
 from audiences.resources import SubscriberResource
@@ -79,6 +80,7 @@ class ConsentRecordInline(TabularInline):
 class SubscriberAdmin(ModelAdmin, ExportActionModelAdmin):
     resource_classes = [SubscriberResource]
     export_form_class = SelectableFieldsExportForm
+    actions_list = ["import_csv"]
     list_display = (
         "external_id",
         "full_name",
@@ -149,6 +151,16 @@ class SubscriberAdmin(ModelAdmin, ExportActionModelAdmin):
             .get_queryset(request)
             .annotate(n_active_devices=Count("devices", filter=Q(devices__is_active=True)))
         )
+
+    @action(
+        description=_("Import CSV"),
+        url_path="import-csv",
+        icon="upload_file",
+        permissions=["audiences.add_importjob"],
+    )
+    def import_csv(self, request: HttpRequest) -> HttpResponseRedirect:
+        """Imports have their own workspace (preview, progress); this is the way in."""
+        return HttpResponseRedirect(reverse("admin:audiences_importjob_add"))
 
     @display(description=_("Name"))
     def full_name(self, obj: Subscriber) -> str:
