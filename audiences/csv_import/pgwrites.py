@@ -26,6 +26,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from django.db import connection, models
@@ -72,6 +73,38 @@ _NULLABLE = {"subscriber_id", "topic_id", "old_value"}
 
 def _not_null(columns: _Stage) -> list[str]:
     return [column for column, _model, _field in columns if column not in _NULLABLE]
+
+
+def _json_list(value: Any) -> str:
+    """``json.dumps(value)``, without its per-call overhead for a list of strings."""
+    if type(value) is list:
+        try:
+            # The same escaping and separators json.dumps uses by default.
+            return "[" + ", ".join(map(encode_basestring_ascii, value)) + "]"
+        except TypeError:  # not all strings
+            pass
+    return json.dumps(value)
+
+
+def _json_object(value: Any) -> str:
+    """``json.dumps(value)`` for a dict of str/bool/int values, without its per-call overhead."""
+    if type(value) is dict:
+        parts = []
+        for key, item in value.items():
+            kind = type(item)
+            if type(key) is not str:
+                break
+            if kind is str:
+                parts.append(f"{encode_basestring_ascii(key)}: {encode_basestring_ascii(item)}")
+            elif kind is bool:
+                parts.append(f"{encode_basestring_ascii(key)}: {'true' if item else 'false'}")
+            elif kind is int:
+                parts.append(f"{encode_basestring_ascii(key)}: {int.__repr__(item)}")
+            else:
+                break
+        else:
+            return "{" + ", ".join(parts) + "}"
+    return json.dumps(value)
 
 
 def _q(name: str) -> str:
@@ -208,7 +241,7 @@ class PostgresBatchWriter:
     def format(self, plan: BatchPlan) -> dict[str, str]:
         """CSV text per staging table for one planned batch (pure Python, no database)."""
         known = plan.existing_ids.get
-        dumps = json.dumps
+        now, now_text = self.now, str(self.now)  # most ledger entries are stamped "now"
         out: dict[str, str] = {}
 
         def table(name: str, rows: Any) -> None:
@@ -220,13 +253,22 @@ class PostgresBatchWriter:
 
         table(
             "subscriber",
-            ((*row[:8], dumps(row[8]), dumps(row[9]), row[10]) for row in plan.upserts),
+            ((*row[:8], _json_list(row[8]), _json_object(row[9]), row[10]) for row in plan.upserts),
         )
         table("preference", ((known(e), e, topic, opted) for e, topic, opted in plan.prefs))
         table(
             "consent",
             (
-                (known(e), e, field, topic, _json_scalar(old), _json_scalar(new), detail[:255], at)
+                (
+                    known(e),
+                    e,
+                    field,
+                    topic,
+                    _json_scalar(old),
+                    _json_scalar(new),
+                    detail[:255],
+                    now_text if at is now else at,
+                )
                 for e, field, topic, old, new, detail, at in plan.consents
             ),
         )

@@ -9,13 +9,37 @@ the same transaction, while the main thread plans the next one.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 _DONE = object()
+# How often (seconds) a running thread hands the GIL to a waiting one during a threaded
+# import; Python's default is 0.005.
+IMPORT_SWITCH_INTERVAL = 0.001
+
+
+@contextlib.contextmanager
+def responsive_gil(interval: float = IMPORT_SWITCH_INTERVAL) -> Iterator[None]:
+    """Shorten the GIL switch interval while the import's threads run, then restore it.
+
+    The writer thread spends its time waiting for PostgreSQL, but between statements
+    (each COPY chunk, each result) it needs the GIL back, and with two busy Python
+    threads it queues up to a whole switch interval for it every time, leaving the
+    server idle. Measured on the 100k-row benchmark (2 cores): about a quarter less
+    wall time at 1 ms than at the default 5 ms. The setting is process-wide, so it is
+    only changed for the duration of the import.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, interval))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def in_background(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:

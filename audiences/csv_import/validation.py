@@ -13,7 +13,7 @@ import math
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -46,6 +46,7 @@ PLATFORMS = {
     "browser": "web",
 }
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _INTEREST_SPLIT = re.compile(r"[;|]")
 _COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}
@@ -58,17 +59,44 @@ class RowError:
     message: str
 
 
-@dataclass(slots=True)
 class ParsedRow:
-    """The non-blank values of one valid row, parsed and normalized."""
+    """The non-blank values of one valid row, parsed and normalized.
 
-    line: int
-    external_id: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    attributes: dict[str, Any] = field(default_factory=dict)
-    # "push_opt_in" or a topic slug → (opted in, consent source, consent time or None)
-    consents: dict[str, tuple[bool, str, dt.datetime | None]] = field(default_factory=dict)
-    device: tuple[str, str] | None = None
+    A plain ``__slots__`` class rather than a dataclass: one is built per row, and
+    the generated dataclass ``__init__`` with its default factories costs several
+    times more than this one.
+    """
+
+    __slots__ = ("attributes", "consents", "device", "external_id", "fields", "line")
+    _FIELDS = ("line", "external_id", "fields", "attributes", "consents", "device")
+
+    def __init__(
+        self,
+        line: int,
+        external_id: str,
+        fields: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None,
+        consents: dict[str, tuple[bool, str, dt.datetime | None]] | None = None,
+        device: tuple[str, str] | None = None,
+    ) -> None:
+        self.line = line
+        self.external_id = external_id
+        self.fields: dict[str, Any] = {} if fields is None else fields
+        self.attributes: dict[str, Any] = {} if attributes is None else attributes
+        # "push_opt_in" or a topic slug → (opted in, consent source, consent time or None)
+        self.consents: dict[str, tuple[bool, str, dt.datetime | None]] = {} if consents is None else consents
+        self.device = device
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ParsedRow):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"ParsedRow({values})"
 
 
 @cache
@@ -90,7 +118,7 @@ def parse_number(value: str) -> int | float | None:
     text = value.strip()
     if not _NUMBER.fullmatch(text):
         return None
-    if re.fullmatch(r"[+-]?\d+", text):
+    if _INTEGER.fullmatch(text):
         return int(text)
     number = float(text)
     return number if math.isfinite(number) else None
@@ -171,7 +199,10 @@ class RowValidator:
         self.header_of = {c.target: c.header for c in self.columns}
         # Codes repeat on every row: remember each distinct cell's outcome.
         self._memo: dict[tuple[str, str], tuple[Any, str]] = {}
-        self._handlers = [(c.index, c.header, c.target, self._handler(c.target)) for c in self.columns]
+        self._handlers = [
+            (c.index, c.header, c.target, MAX_LENGTHS.get(c.target), self._handler(c.target))
+            for c in self.columns
+        ]
 
     def validate(self, record: Record) -> tuple[ParsedRow | None, list[RowError]]:
         line = record.line
@@ -192,11 +223,10 @@ class RowValidator:
         errors: list[RowError] = []
         row = ParsedRow(line=line, external_id="")
         extra: dict[str, Any] = {}  # opt-ins, their evidence, the device, by target
-        for index, header, target, handler in self._handlers:
+        for index, header, target, limit, handler in self._handlers:
             raw = cells[index]
             if not raw or raw.isspace():
                 continue
-            limit = MAX_LENGTHS.get(target)
             if limit is not None and len(raw) > limit:
                 message = f"The value is {len(raw):,} characters long; the limit for {target} is {limit}."
             else:
@@ -216,7 +246,7 @@ class RowValidator:
         if target in ("first_name", "last_name", "city"):
             return self._verbatim
         if target.startswith("attribute:"):
-            return self._attribute
+            return self._attribute_handler(target[10:])  # after "attribute:"
         if target == "push_opt_in" or target.startswith("topic:"):
             return self._opt_in
         if target.endswith("source") or target.startswith("topic_source:"):
@@ -257,7 +287,19 @@ class RowValidator:
         return ""
 
     def _interests(self, row: ParsedRow, target: str, raw: str, extra: dict[str, Any]) -> str:
-        interests = list(dict.fromkeys(p.strip() for p in _INTEREST_SPLIT.split(raw) if p.strip()))
+        # Stripped, non-blank, first occurrence kept in order; a plain split when the
+        # cell uses only one of the two separators (the common case).
+        if ";" not in raw:
+            parts = raw.split("|")
+        elif "|" not in raw:
+            parts = raw.split(";")
+        else:
+            parts = _INTEREST_SPLIT.split(raw)
+        interests: list[str] = []
+        for part in parts:
+            part = part.strip()
+            if part and part not in interests:
+                interests.append(part)
         if interests:
             row.fields["interests"] = interests
         return ""
@@ -314,18 +356,26 @@ class RowValidator:
         extra[target] = moment
         return ""
 
-    def _attribute(self, row: ParsedRow, target: str, raw: str, extra: dict[str, Any]) -> str:
-        key = target[10:]  # after "attribute:"
+    def _attribute_handler(self, key: str) -> Callable[[ParsedRow, str, str, dict[str, Any]], str]:
+        # The column's type is fixed for the whole file: pick its parser once.
         kind = self.context.attribute_types.get(key, TEXT)
         if kind == TEXT:
-            row.attributes[key] = raw
-            return ""
+
+            def text(row: ParsedRow, target: str, raw: str, extra: dict[str, Any]) -> str:
+                row.attributes[key] = raw
+                return ""
+
+            return text
         parser, problem = TYPE_PARSERS[kind]
-        value = parser(raw)
-        if value is None:
-            return f"“{raw.strip()}” {problem} (attribute {key} is a {kind})."
-        row.attributes[key] = value
-        return ""
+
+        def typed(row: ParsedRow, target: str, raw: str, extra: dict[str, Any]) -> str:
+            value = parser(raw)
+            if value is None:
+                return f"“{raw.strip()}” {problem} (attribute {key} is a {kind})."
+            row.attributes[key] = value
+            return ""
+
+        return typed
 
     def _consents(self, row: ParsedRow, extra: dict[str, Any], errors: list[RowError]) -> None:
         for target, opted_in in extra.items():
