@@ -87,6 +87,17 @@ def import_job_create(
     return job
 
 
+def _run_engine(job: ImportJob, *, dry_run: bool) -> ImportSummary:
+    """Stream the job's stored file through the import engine, reporting progress."""
+    with job.file.open("rb") as stream:
+        return import_audience(
+            stream,
+            size=job.size_bytes,
+            options=_options(job, dry_run=dry_run),
+            progress=_progress_reporter(job.pk),
+        )
+
+
 def _options(job: ImportJob, *, dry_run: bool) -> ImportOptions:
     mapping = job.mapping or {}
     return ImportOptions(
@@ -146,13 +157,7 @@ def import_job_preview(*, job_id: int) -> ImportJob | None:
     job = ImportJob.objects.filter(pk=job_id).first()
     if not claimed or job is None:
         return job
-    with job.file.open("rb") as stream:
-        summary = import_audience(
-            stream,
-            size=job.size_bytes,
-            options=_options(job, dry_run=True),
-            progress=_progress_reporter(job_id),
-        )
+    summary = _run_engine(job, dry_run=True)
     _store_summary(
         job, summary, status=ImportJob.Status.FAILED if summary.file_error else ImportJob.Status.PREVIEWED
     )
@@ -266,13 +271,7 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
     job = ImportJob.objects.filter(pk=job_id).first()
     if not claimed or job is None:
         return job
-    with job.file.open("rb") as stream:
-        summary = import_audience(
-            stream,
-            size=job.size_bytes,
-            options=_options(job, dry_run=False),
-            progress=_progress_reporter(job_id),
-        )
+    summary = _run_engine(job, dry_run=False)
     _store_summary(
         job, summary, status=ImportJob.Status.COMPLETED if summary.written else ImportJob.Status.FAILED
     )
