@@ -338,6 +338,10 @@ def test_make_run_stack_serves_runs_tasks_ticks_and_stops_cleanly(stack: Stack, 
     assert (VENV_BIN / "honcho").exists(), f"honcho is not installed in {VENV_BIN} (make install)"
 
     _manage(stack.env, "migrate", "--noinput", "-v0")
+    # The rest of what `make run` does before starting the processes.
+    _manage(stack.env, "seed_demo", "--count", "50")
+    if stack.debug:
+        _manage(stack.env, "ensure_dev_admin", "--password", secrets.token_urlsafe(12))
     if not stack.debug:
         # Manifest static storage with DEBUG off: the admin needs collected files
         # (STATIC_ROOT, a temporary folder for this run).
