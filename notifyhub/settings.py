@@ -8,6 +8,7 @@ sets ``DATABASE_URL`` (PostgreSQL), ``CELERY_BROKER_URL`` (Redis or RabbitMQ),
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,14 @@ VAR_DIR = Path(env.str("NOTIFYHUB_VAR_DIR", default=str(BASE_DIR / "var"))).reso
 # A fixed key is tolerable only for local development; production must bring its own.
 _DEV_SECRET_KEY = "django-insecure-notifyhub-development-only-never-use-in-production"  # noqa: S105
 SECRET_KEY: str = env.str("SECRET_KEY", default="")
+# True when a management command runs with a throwaway key (see manage.py): fine for
+# migrate, check or makemigrations, never for serving; `check --deploy` fails on it.
+SECRET_KEY_IS_EPHEMERAL = False
 if not SECRET_KEY:
-    if not DEBUG:
+    if not DEBUG and env.bool("NOTIFYHUB_EPHEMERAL_SECRET_KEY", default=False):
+        SECRET_KEY = secrets.token_urlsafe(50)
+        SECRET_KEY_IS_EPHEMERAL = True
+    elif not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. NotifyHub refuses to start with DEBUG off and no "
             "secret key, because sessions, CSRF tokens and preference-center links "
@@ -45,7 +52,8 @@ if not SECRET_KEY:
             'the output of: python -c "import secrets; print(secrets.token_urlsafe(50))"), '
             "or set DEBUG=true for local development only."
         )
-    SECRET_KEY = _DEV_SECRET_KEY
+    else:
+        SECRET_KEY = _DEV_SECRET_KEY
 elif not DEBUG and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32):
     raise ImproperlyConfigured(
         "SECRET_KEY is too weak for DEBUG off: use a random value of at least 32 "
