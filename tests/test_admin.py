@@ -181,3 +181,23 @@ def test_subscriber_list_leads_to_the_csv_import(admin_client_logged_in: Client)
     response = admin_client_logged_in.get(url)
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:audiences_importjob_add")
+
+
+def test_subscriber_list_counts_only_active_devices(admin_client_logged_in: Client) -> None:
+    from django.utils import timezone
+
+    sub = SubscriberFactory(external_id="counted")
+    DeviceFactory(subscriber=sub)
+    DeviceFactory(subscriber=sub, platform="ios")
+    Device.objects.create(
+        subscriber=sub,
+        token="dead-token",
+        platform="web",
+        is_active=False,
+        invalidated_at=timezone.now(),
+        invalidation_reason="unregistered",
+    )
+    SubscriberFactory(external_id="no-devices")
+    page = admin_client_logged_in.get(reverse("admin:audiences_subscriber_changelist"))
+    rows = {obj.external_id: obj.n_active_devices for obj in page.context["cl"].result_list}
+    assert rows == {"counted": 2, "no-devices": 0}

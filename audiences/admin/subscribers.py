@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
@@ -146,11 +147,16 @@ class SubscriberAdmin(ModelAdmin, ExportActionModelAdmin):
     show_full_result_count = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Subscriber]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(n_active_devices=Count("devices", filter=Q(devices__is_active=True)))
+        # A correlated subquery, not a JOIN + GROUP BY: PostgreSQL then counts devices
+        # for the 50 rows on the page only, not for the whole audience before LIMIT.
+        active = (
+            Device.objects.filter(subscriber=OuterRef("pk"), is_active=True)
+            .order_by()
+            .values("subscriber")
+            .annotate(n=Count("pk"))
+            .values("n")
         )
+        return super().get_queryset(request).annotate(n_active_devices=Coalesce(Subquery(active), 0))
 
     @action(
         description=_("Import CSV"),
