@@ -421,8 +421,6 @@ def test_make_run_stack_serves_runs_tasks_ticks_and_stops_cleanly(stack: Stack, 
             listing = "\n".join(f"  {pid}: {cmd}" for pid, cmd in sorted(survivors.items()))
             honcho.fail(f"processes survived Ctrl-C:\n{listing}")
         assert honcho.proc.returncode == 130, honcho.output()  # honcho's exit code for SIGINT
-        # Every process stopped by itself within honcho's grace period: none was killed.
-        assert "sending SIGKILL" not in honcho.output(), honcho.output()
         # Beat saves its schedule state when it shuts down gracefully.
         _, last_run_at = stack.beat_task_last_run()
         assert last_run_at is not None, f"beat did not record {BEAT_TASK_NAME!r} as run:\n{honcho.output()}"
