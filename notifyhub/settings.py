@@ -225,6 +225,8 @@ CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR /
 # Audiences: imports and the client API
 # ---------------------------------------------------------------------------
 
+# Launching a campaign whose audience is larger than this needs an Approver.
+NOTIFYHUB_APPROVAL_THRESHOLD: int = env.int("NOTIFYHUB_APPROVAL_THRESHOLD", default=10_000)
 NOTIFYHUB_IMPORT_MAX_BYTES: int = env.int("NOTIFYHUB_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 NOTIFYHUB_API_MAX_BODY_BYTES: int = env.int("NOTIFYHUB_API_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 NOTIFYHUB_API_EVENTS_PER_BATCH: int = 1000
@@ -426,10 +428,28 @@ UNFOLD: dict[str, Any] = {
                 "separator": True,
                 "items": [
                     {
+                        "title": _("Campaigns"),
+                        "icon": "campaign",
+                        "link": reverse_lazy("admin:campaigns_campaign_changelist"),
+                        "permission": _perm("campaigns.view_campaign"),
+                    },
+                    {
                         "title": _("Topics"),
                         "icon": "label",
                         "link": reverse_lazy("admin:audiences_topic_changelist"),
                         "permission": _perm("audiences.view_topic"),
+                    },
+                    {
+                        "title": _("Test devices"),
+                        "icon": "phonelink_ring",
+                        "link": reverse_lazy("admin:campaigns_testdevice_changelist"),
+                        "permission": _perm("campaigns.view_testdevice"),
+                    },
+                    {
+                        "title": _("Status history"),
+                        "icon": "history",
+                        "link": reverse_lazy("admin:campaigns_campaignstatuschange_changelist"),
+                        "permission": _perm("campaigns.view_campaignstatuschange"),
                     },
                 ],
             },
@@ -437,6 +457,24 @@ UNFOLD: dict[str, Any] = {
                 "title": _("Delivery"),
                 "separator": True,
                 "items": [
+                    {
+                        "title": _("Runs"),
+                        "icon": "play_circle",
+                        "link": reverse_lazy("admin:delivery_run_changelist"),
+                        "permission": _perm("delivery.view_run"),
+                    },
+                    {
+                        "title": _("Deliveries"),
+                        "icon": "receipt_long",
+                        "link": reverse_lazy("admin:delivery_delivery_changelist"),
+                        "permission": _perm("delivery.view_delivery"),
+                    },
+                    {
+                        "title": _("Device inbox"),
+                        "icon": "inbox",
+                        "link": reverse_lazy("admin:delivery_outboxmessage_changelist"),
+                        "permission": _perm("delivery.view_outboxmessage"),
+                    },
                     {
                         "title": _("Worker health"),
                         "icon": "monitor_heart",

@@ -2,8 +2,10 @@
 
 Creates the demo topics (translated) and ~1,000 subscribers spread over every
 supported language, a dozen time zones and countries, with Android, iOS and web
-devices, some opted out and some with dead tokens. Running it again adds only what
-is missing and never touches rows a person has edited since.
+devices, some opted out and some with dead tokens; segments, and a campaign of each
+kind (``_demo_campaigns``). Makes sure the Marketer, Approver and Viewer groups have
+their permissions. Running it again adds only what is missing and never touches rows
+a person has edited since.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import random
 from decimal import Decimal
 from typing import Any
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
 from audiences.models import ConsentRecord, Device, Event, Subscriber, Topic, TopicPreference
+from campaigns.models import Campaign
+from campaigns.roles import roles_sync
 from notifyhub.management.commands._demo_behaviour import demo_events, demo_segments
+from notifyhub.management.commands._demo_campaigns import DEMO_CAMPAIGNS, demo_campaigns
 
 SEED = 20261129
 
@@ -137,23 +143,26 @@ PLANS = ["free", "free", "free", "plus", "pro"]
 
 
 class Command(BaseCommand):
-    help = "Create demo topics, subscribers and devices (idempotent)."
+    help = "Create demo topics, subscribers, devices, segments and campaigns (idempotent)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--count", type=int, default=1000, help="Subscribers to have (default 1000).")
 
     def handle(self, *args: Any, count: int, **options: Any) -> None:
         with transaction.atomic():
+            roles_sync(apps)
             topics = self._topics()
             created = self._subscribers(count, topics)
             segments = demo_segments(topics)
+            demo_campaigns(topics)
         total = Subscriber.objects.filter(external_id__startswith="demo-").count()
+        campaigns = Campaign.objects.filter(name__in=[name for name, _make in DEMO_CAMPAIGNS]).count()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {len(topics)} topics, {total} demo subscribers "
                 f"({created} created now), {Device.objects.count()} devices, "
                 f"{Event.objects.filter(idempotency_key__startswith='demo-').count()} events, "
-                f"{segments} demo segments."
+                f"{segments} demo segments, {campaigns} demo campaigns."
             )
         )
 
