@@ -107,7 +107,10 @@ def run_start(*, campaign_id: int, now: dt.datetime | None = None) -> Run | None
         campaign_complete(campaign=campaign, note="end date reached")
         return None
     occurrence = _occurrence(campaign, now)
-    if occurrence is None or now + EARLY_TOLERANCE < occurrence:
+    if occurrence is None:
+        logger.warning("plan_run: campaign %s has nothing due at %s; no run", campaign_id, now)
+        return None
+    if now + EARLY_TOLERANCE < occurrence:
         logger.warning("plan_run: campaign %s is not due until %s; no run", campaign_id, occurrence)
         return None
     real_runs = Run.objects.filter(campaign=campaign, is_test=False)

@@ -15,7 +15,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -228,6 +228,11 @@ class ImportJobAdmin(ModelAdmin):
         job = get_object_or_404(ImportJob, pk=object_id)
         if not self.has_view_permission(request, job):
             raise PermissionDenied
+        if request.method not in ("GET", "HEAD"):
+            # The job page only shows; mapping and confirming have their own POST views.
+            if not self.has_change_permission(request, job):
+                raise PermissionDenied
+            return HttpResponseNotAllowed(["GET", "HEAD"])
         summary = ImportSummary.from_json(job.preview) if job.preview else None
         form = None
         if (

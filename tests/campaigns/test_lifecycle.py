@@ -162,7 +162,7 @@ def test_the_state_machine_is_the_documented_one() -> None:
     assert S.SCHEDULED not in ALLOWED[S.IN_REVIEW]  # a review ends in an approval first
 
 
-@pytest.mark.parametrize(("source", "target"), ALLOWED_PAIRS, ids="{0[0]}→{0[1]}".format)
+@pytest.mark.parametrize(("source", "target"), ALLOWED_PAIRS, ids=[f"{a}-to-{b}" for a, b in ALLOWED_PAIRS])
 def test_every_allowed_transition_writes_one_history_row_with_its_actor(
     source: str, target: str, marketer: User, approver: User
 ) -> None:
@@ -182,7 +182,7 @@ def test_every_allowed_transition_writes_one_history_row_with_its_actor(
     assert history(campaign) == [*before, (source, target, actor.pk if actor else None)]
 
 
-@pytest.mark.parametrize(("source", "target"), REFUSED_PAIRS, ids="{0[0]}→{0[1]}".format)
+@pytest.mark.parametrize(("source", "target"), REFUSED_PAIRS, ids=[f"{a}-to-{b}" for a, b in REFUSED_PAIRS])
 def test_every_other_transition_is_refused_and_writes_nothing(
     source: str, target: str, marketer: User, approver: User
 ) -> None:
