@@ -72,6 +72,14 @@ class Campaign(models.Model):  # type: ignore[django-manager-missing]  # modeltr
         CLICK = "click", _("Clicks")
         CONVERSION = "conversion", _("Conversions")
 
+    class QuietHoursPolicy(models.TextChoices):
+        DEFER = "defer", _("Wait until the quiet hours end")
+        SKIP = "skip", _("Skip subscribers in their quiet hours")
+
+    class CapPolicy(models.TextChoices):
+        DEFER = "defer", _("Send when the cap allows")
+        DROP = "drop", _("Drop the message")
+
     class Priority(models.TextChoices):
         NORMAL = "normal", _("Normal")
         HIGH = "high", _("High")
@@ -171,6 +179,22 @@ class Campaign(models.Model):  # type: ignore[django-manager-missing]  # modeltr
         help_text=_("How long FCM keeps trying an offline device (at most 28 days)."),
     )
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    quiet_hours_policy = models.CharField(
+        max_length=8,
+        choices=QuietHoursPolicy.choices,
+        default=QuietHoursPolicy.DEFER,
+        help_text=_("For a message due inside quiet hours (the subscriber's own, or the campaign's / app's)."),
+    )
+    quiet_hours_start = models.TimeField(
+        null=True, blank=True, help_text=_("Overrides the app's default quiet hours (local time). Empty: app default.")
+    )
+    quiet_hours_end = models.TimeField(null=True, blank=True)
+    cap_policy = models.CharField(
+        max_length=8,
+        choices=CapPolicy.choices,
+        default=CapPolicy.DEFER,
+        help_text=_("For a message over a frequency cap (transactional topics have none)."),
+    )
     conversion_event = models.CharField(
         max_length=100, blank=True, help_text=_("Event that counts as a conversion, e.g. “purchase”.")
     )

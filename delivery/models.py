@@ -41,6 +41,7 @@ class Run(models.Model):
         SENDING = "sending", _("Sending")
         COMPLETED = "completed", _("Completed")
         PARTIALLY_FAILED = "partially_failed", _("Partially failed")
+        PAUSED = "paused", _("Paused (needs attention)")
         CANCELLED = "cancelled", _("Cancelled")
 
     campaign = models.ForeignKey("campaigns.Campaign", on_delete=models.PROTECT, related_name="runs")
@@ -51,6 +52,7 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     audience_size = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text=_("Why the run stopped (e.g. a payload or auth error)."))
     created_at = models.DateTimeField(auto_now_add=True)
     planned_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -82,7 +84,10 @@ class Delivery(models.Model):
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="deliveries")
     device = models.ForeignKey("audiences.Device", on_delete=models.CASCADE, related_name="+", db_index=False)
-    subscriber = models.ForeignKey("audiences.Subscriber", on_delete=models.CASCADE, related_name="+")
+    # Indexed by (subscriber, sent_at) below: frequency caps count a subscriber's recent sends.
+    subscriber = models.ForeignKey(
+        "audiences.Subscriber", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     variant = models.ForeignKey(
         "campaigns.Variant", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -107,6 +112,7 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["run", "status"]),
             models.Index(fields=["scheduled_for"], condition=Q(status="queued"), name="delivery_due_idx"),
+            models.Index(fields=["subscriber", "sent_at"], name="delivery_subscriber_sent_idx"),
         ]
 
     def __str__(self) -> str:

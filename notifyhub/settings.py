@@ -324,6 +324,25 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 NOTIFYHUB_HEARTBEAT_SECONDS = env.float("NOTIFYHUB_HEARTBEAT_SECONDS", default=10.0)
+# --- Delivery engine (delivery.planning / dispatch / sending) -----------------------
+# Frequency caps per subscriber, counted in their own time zone (0 = no cap).
+# Transactional topics are exempt; topics may add their own (Topic.max_per_day/week).
+NOTIFYHUB_CAP_PER_DAY: int = env.int("NOTIFYHUB_CAP_PER_DAY", default=3)
+NOTIFYHUB_CAP_PER_WEEK: int = env.int("NOTIFYHUB_CAP_PER_WEEK", default=10)
+# The app's default quiet hours, local to each subscriber ("HH:MM-HH:MM"; empty = none).
+# A campaign may override them; a subscriber's own window always applies too.
+NOTIFYHUB_QUIET_HOURS: str = env.str("NOTIFYHUB_QUIET_HOURS", default="22:00-08:00")
+# Messages per second to the push provider, shared by every worker (FCM allows
+# 600,000 a minute per project).
+NOTIFYHUB_PROVIDER_RATE: float = env.float("NOTIFYHUB_PROVIDER_RATE", default=10_000.0)
+# A batch claimed for sending and not finished after this long is claimed again.
+NOTIFYHUB_SEND_LEASE_SECONDS: int = env.int("NOTIFYHUB_SEND_LEASE_SECONDS", default=300)
+# Transient failures (5xx, timeouts) are retried with backoff this many times in all.
+NOTIFYHUB_SEND_MAX_ATTEMPTS: int = env.int("NOTIFYHUB_SEND_MAX_ATTEMPTS", default=5)
+# How often beat runs dispatch_due (seconds).
+NOTIFYHUB_DISPATCH_SECONDS: float = env.float("NOTIFYHUB_DISPATCH_SECONDS", default=2.0)
+# --- end of delivery engine block ---------------------------------------------------
+
 CELERY_BEAT_SCHEDULE = {
     # Lets the dashboard (and the smoke test) see that beat and a worker are alive.
     "notifyhub-heartbeat": {

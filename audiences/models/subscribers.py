@@ -50,6 +50,12 @@ class Topic(models.Model):
         default=False,
         help_text=_("Transactional topics (order updates…) are exempt from marketing caps."),
     )
+    max_per_day = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text=_("At most this many messages of this topic per subscriber a day.")
+    )
+    max_per_week = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text=_("At most this many messages of this topic per subscriber a week.")
+    )
     is_active = models.BooleanField(default=True)
     sort_order = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -257,7 +257,19 @@ class CampaignAdmin(CampaignViewsMixin, ModelAdmin):
             _("A/B test"),
             {"fields": ("ab_mode", "control_percent", "ab_test_percent", "ab_window_hours", "ab_metric")},
         ),
-        (_("Delivery options"), {"fields": ("throttle_per_minute", "ttl_seconds", "priority")}),
+        (
+            _("Delivery options"),
+            {
+                "fields": (
+                    "throttle_per_minute",
+                    "ttl_seconds",
+                    "priority",
+                    ("quiet_hours_start", "quiet_hours_end"),
+                    "quiet_hours_policy",
+                    "cap_policy",
+                )
+            },
+        ),
         (_("Conversion"), {"fields": ("conversion_event", "conversion_window_hours")}),
         (
             _("Record"),

@@ -59,6 +59,10 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
             "throttle_per_minute",
             "ttl_seconds",
             "priority",
+            "quiet_hours_policy",
+            "quiet_hours_start",
+            "quiet_hours_end",
+            "cap_policy",
             "conversion_event",
             "conversion_window_hours",
         )
@@ -66,6 +70,11 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if bool(data.get("quiet_hours_start")) != bool(data.get("quiet_hours_end")):
+            self.add_error(
+                "quiet_hours_end" if data.get("quiet_hours_start") else "quiet_hours_start",
+                _("Give both the start and the end of the quiet hours, or neither (app default)."),
+            )
         kind = data.get("schedule_type")
         # The model's check constraints say the same, in words nobody can act on.
         if kind == Campaign.ScheduleType.AT and "send_at" in self.fields and not data.get("send_at"):

@@ -112,6 +112,8 @@ def campaign_form(
         "throttle_per_minute": "",
         "ttl_seconds": "86400",
         "priority": "normal",
+        "quiet_hours_policy": "defer",
+        "cap_policy": "defer",
         "conversion_event": "purchase",
         "conversion_window_hours": "72",
         "variants-TOTAL_FORMS": str(len(variants)),
