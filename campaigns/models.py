@@ -183,10 +183,14 @@ class Campaign(models.Model):  # type: ignore[django-manager-missing]  # modeltr
         max_length=8,
         choices=QuietHoursPolicy.choices,
         default=QuietHoursPolicy.DEFER,
-        help_text=_("For a message due inside quiet hours (the subscriber's own, or the campaign's / app's)."),
+        help_text=_(
+            "For a message due inside quiet hours (the subscriber's own, or the campaign's / app's)."
+        ),
     )
     quiet_hours_start = models.TimeField(
-        null=True, blank=True, help_text=_("Overrides the app's default quiet hours (local time). Empty: app default.")
+        null=True,
+        blank=True,
+        help_text=_("Overrides the app's default quiet hours (local time). Empty: app default."),
     )
     quiet_hours_end = models.TimeField(null=True, blank=True)
     cap_policy = models.CharField(
