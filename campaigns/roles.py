@@ -1,7 +1,8 @@
 """The three roles of the workspace, as Django groups (created by a migration).
 
 * **Marketer** — builds audiences and campaigns (drafts), sends tests, submits for review.
-* **Approver** — a Marketer who may also approve and launch (any audience size).
+* **Approver** — a Marketer who may also approve and launch (any audience size), and
+  recover runs (retry failed messages, resume a run paused by an error).
 * **Viewer** — reads everything, changes nothing.
 
 ``roles_sync`` is idempotent: the migration runs it, and so may ``seed_demo``; adding
@@ -30,7 +31,8 @@ MARKETER_CHANGES: dict[tuple[str, str], tuple[str, ...]] = {
     ("audiences", "attributedefinition"): ("add", "change"),
 }
 MARKETER_EXTRA = (("campaigns", "send_test_campaign"),)
-APPROVER_EXTRA = (("campaigns", "approve_campaign"),)
+# Approvers also recover runs: "retry failed" and resuming a run paused by an error.
+APPROVER_EXTRA = (("campaigns", "approve_campaign"), ("delivery", "change_run"))
 
 
 def roles_sync(apps: Any) -> None:

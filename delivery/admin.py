@@ -1,7 +1,11 @@
 """Admin for delivery: runs, the ledger, the device inbox (outbox), test sends, heartbeats.
 
 Everything here is read-only (``ReadOnlyAdminMixin``): runs, ledger rows and outbox
-messages are written by the services and tasks only. Lists stay cheap on big tables:
+messages are written by the services and tasks only. The Run page adds live progress
+(counts, rate, ETA, results per variant; ``static/delivery/run_progress.js`` polls a
+JSON status view, a ``<noscript>`` meta refresh does without JS) and two actions for
+users with the change permission on runs: "Retry failed" and "Resume"
+(``delivery.recovery``). Lists stay cheap on big tables:
 related objects are joined (``list_select_related``), runs get their per-status
 counts from one aggregate query per page, relation filters use autocomplete (no
 select listing every device), and no page counts the whole table twice.
@@ -9,22 +13,28 @@ select listing every device), and no page counts the whole table twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import formats, timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
 from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import (
     AutocompleteSelectFilter,
@@ -38,7 +48,15 @@ from unfold.widgets import UnfoldAdminSelectWidget
 from audiences.models import Device
 from campaigns.models import Campaign, TestDevice, Variant
 from delivery.models import Delivery, Heartbeat, OutboxMessage, Run
-from delivery.selectors import INBOX_LIMIT, device_inbox, run_delivery_counts
+from delivery.recovery import RETRYABLE, run_resume, run_retry_failed
+from delivery.selectors import (
+    INBOX_LIMIT,
+    RunProgress,
+    device_inbox,
+    run_delivery_counts,
+    run_limit_per_minute,
+    run_progress,
+)
 from delivery.services import test_send_create
 from notifyhub.admin_mixins import ReadOnlyAdminMixin
 from notifyhub.exceptions import ApplicationError
@@ -49,6 +67,7 @@ RUN_STATUS_COLOURS = {
     Run.Status.SENDING.label: "warning",
     Run.Status.COMPLETED.label: "success",
     Run.Status.PARTIALLY_FAILED.label: "danger",
+    Run.Status.PAUSED.label: "danger",
     Run.Status.CANCELLED.label: "danger",
 }
 DELIVERY_STATUS_COLOURS = {
@@ -69,6 +88,96 @@ def _url(name: str, *args: Any, query: dict[str, Any] | None = None) -> str:
 
 def _test_label(is_test: bool) -> str:
     return str(_("Test") if is_test else _("Live"))
+
+
+# While a run moves, its page refreshes this often (the JS poll, or <noscript> meta refresh).
+PROGRESS_REFRESH_SECONDS = 5
+# Retry failed and Resume change a run: the change permission, which the read-only
+# admin itself never grants (ReadOnlyAdminMixin), is checked directly.
+RUN_CHANGE_PERMISSION = "delivery.change_run"
+RESULT_METRICS = (
+    "deliveries",
+    "sent",
+    "opened",
+    "open_rate",
+    "clicked",
+    "click_rate",
+    "converted",
+    "conversion_rate",
+)
+
+
+def _number(value: int | float) -> str:
+    return str(formats.number_format(value, decimal_pos=0, use_l10n=True, force_grouping=True))
+
+
+def _percent(rate: float | None) -> str:
+    if rate is None:
+        return "—"
+    return f"{formats.number_format(rate * 100, decimal_pos=1, use_l10n=True)} %"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(max(0.0, seconds) / 60)
+    if minutes < 1:
+        return gettext("under a minute")
+    if minutes < 60:
+        return ngettext("%(n)d minute", "%(n)d minutes", minutes) % {"n": minutes}
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return gettext("%(h)d h %(m)02d min") % {"h": hours, "m": minutes}
+    return ngettext("%(n)d day", "%(n)d days", round(hours / 24)) % {"n": round(hours / 24)}
+
+
+def _when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "—"
+    return str(formats.date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT"))
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    return " · ".join(f"{reason} {_number(n)}" for reason, n in counts.items()) or "—"
+
+
+def progress_display(progress: RunProgress) -> dict[str, str]:
+    """Every text the Run page shows for a progress, by the ``data-display`` key it fills.
+
+    Rendered into the page by the template and sent to the page's script by the JSON
+    view, so the two always agree and the script formats nothing itself.
+    """
+    display = {f"count-{status}": _number(n) for status, n in progress.counts.items()}
+    provider = run_limit_per_minute(throttle_per_minute=None)
+    limit = _number(progress.limit_per_minute)
+    display |= {
+        "status": progress.status_label,
+        "total": _number(progress.total),
+        "remaining": _number(progress.remaining),
+        "done": f"{progress.done_percent} %",
+        "rate": gettext("%(n)s a minute") % {"n": _number(progress.rate_per_minute)},
+        "limit": (
+            gettext("%(n)s a minute (provider limit)") % {"n": limit}
+            if progress.limit_per_minute >= provider
+            else gettext("%(n)s a minute (campaign throttle)") % {"n": limit}
+        ),
+        "eta": _duration(progress.eta_seconds) if progress.eta_seconds is not None else "—",
+        "finish": _when(progress.expected_finish_at),
+        "next_due": _when(progress.next_due_at),
+        "suppressed": _by_reason(progress.suppressed_by_reason),
+        "failed": _by_reason(progress.failed_by_reason),
+    }
+    for arm in progress.variants:
+        values: dict[str, str] = {
+            "deliveries": _number(arm.deliveries),
+            "sent": _number(arm.sent) if not arm.is_control else "—",
+            "opened": _number(arm.opened) if not arm.is_control else "—",
+            "clicked": _number(arm.clicked) if not arm.is_control else "—",
+            "converted": _number(arm.converted),
+            "open_rate": _percent(arm.open_rate),
+            "click_rate": _percent(arm.click_rate),
+            "conversion_rate": _percent(arm.conversion_rate),
+        }
+        display |= {f"{arm.key}-{metric}": values[metric] for metric in RESULT_METRICS}
+    return display
 
 
 @admin.register(Heartbeat)
@@ -145,19 +254,180 @@ class RunAdmin(ReadOnlyAdminMixin, ModelAdmin):
     readonly_fields = fields
     show_full_result_count = False
     list_per_page = 50
+    change_form_template = "admin/delivery/run/change_form.html"
+    change_form_outer_before_template = "admin/delivery/run/progress.html"
+
+    class Media:
+        css = {"all": ("delivery/run_progress.css",)}
+        js = ("delivery/run_progress.js",)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return RunChangeList
 
     def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
         return [
             path(
                 "test-send/<int:campaign_id>/",
-                self.admin_site.admin_view(self.test_send_view),
+                wrap(self.test_send_view),
                 name="delivery_run_test_send",
+            ),
+            path(
+                "<path:object_id>/progress.json",
+                wrap(require_GET(self.progress_json_view)),
+                name="delivery_run_progress_json",
+            ),
+            path(
+                "<path:object_id>/retry-failed/",
+                wrap(self.retry_failed_view),
+                name="delivery_run_retry_failed",
+            ),
+            path(
+                "<path:object_id>/resume/",
+                wrap(require_POST(self.resume_view)),
+                name="delivery_run_resume",
             ),
             *super().get_urls(),
         ]
+
+    # -- the change page: live progress, results, actions ---------------------------------
+
+    def can_operate(self, request: HttpRequest) -> bool:
+        """May retry and resume runs: the change permission on Run (the page stays read-only)."""
+        return request.user.has_perm(RUN_CHANGE_PERMISSION)
+
+    def _run(self, request: HttpRequest, object_id: str) -> Run:
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            raise Http404(gettext("This run does not exist (any more)."))
+        return run
+
+    def _change_url(self, run: Run) -> str:
+        return _url("delivery_run_change", run.pk)
+
+    def progress_context(self, request: HttpRequest, run: Run) -> dict[str, Any]:
+        progress = run_progress(run_id=run.pk)
+        if progress is None:  # deleted meanwhile
+            return {}
+        # The "Deliveries" field shows the same counts: no second aggregate query.
+        run.delivery_counts = {status: n for status, n in progress.counts.items() if n}  # type: ignore[attr-defined]
+        display = progress_display(progress)
+        statuses = dict(Delivery.Status.choices)
+        can_operate = self.can_operate(request)
+        return {
+            "progress": progress,
+            "progress_display": display,
+            "progress_counts": [
+                (key, statuses[status], display[key])
+                for status in progress.counts
+                for key in [f"count-{status}"]
+            ],
+            "progress_results": [
+                {
+                    "key": arm.key,
+                    "label": arm.label,
+                    "is_control": arm.is_control,
+                    "cells": [
+                        (key, display[key]) for metric in RESULT_METRICS for key in [f"{arm.key}-{metric}"]
+                    ],
+                }
+                for arm in progress.variants
+            ],
+            "progress_arms": ",".join(arm.key for arm in progress.variants),
+            "progress_url": _url("delivery_run_progress_json", run.pk),
+            "progress_refresh_seconds": PROGRESS_REFRESH_SECONDS,
+            "can_retry_failed": (
+                can_operate
+                and not run.is_test
+                and run.status in RETRYABLE
+                and progress.counts[Delivery.Status.FAILED] > 0
+            ),
+            "retry_failed_url": _url("delivery_run_retry_failed", run.pk),
+            "can_resume": can_operate and run.status == Run.Status.PAUSED,
+            "resume_url": _url("delivery_run_resume", run.pk),
+        }
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Run | None = None,
+    ) -> Any:
+        if obj is not None and obj.pk:
+            context.update(self.progress_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @method_decorator(never_cache)
+    def progress_json_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The page's script polls this: the progress and every text it displays."""
+        run = self._run(request, object_id)
+        if not self.has_view_permission(request, run):
+            raise PermissionDenied
+        progress = run_progress(run_id=run.pk)
+        if progress is None:
+            raise Http404
+        return JsonResponse(
+            {
+                "progress": progress.as_dict(),
+                "display": progress_display(progress),
+                "arms": ",".join(arm.key for arm in progress.variants),
+            }
+        )
+
+    def retry_failed_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: "are you sure?" with the failed rows by reason; POST: re-queue them."""
+        run = self._run(request, object_id)
+        if not self.can_operate(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            try:
+                requeued = run_retry_failed(run_id=run.pk, actor=request.user)
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+            else:
+                if requeued:
+                    messages.success(
+                        request,
+                        ngettext(
+                            "%(n)s failed delivery is queued again; it goes out with the next dispatch.",
+                            "%(n)s failed deliveries are queued again; they go out with the next dispatch.",
+                            requeued,
+                        )
+                        % {"n": _number(requeued)},
+                    )
+                else:
+                    messages.info(request, gettext("This run has no failed deliveries to retry."))
+            return HttpResponseRedirect(self._change_url(run))
+        if request.method != "GET":
+            return HttpResponse(status=405)
+        progress = run_progress(run_id=run.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": run,
+            "title": gettext("Retry the failed deliveries of “%(run)s”?") % {"run": run},
+            "progress": progress,
+            "failed": progress.counts[Delivery.Status.FAILED] if progress else 0,
+            "failed_display": _number(progress.counts[Delivery.Status.FAILED]) if progress else "0",
+            "change_url": self._change_url(run),
+        }
+        return TemplateResponse(request, "admin/delivery/run/retry_failed_confirmation.html", context)
+
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST: resume a run paused by a payload or auth error (after the fix)."""
+        run = self._run(request, object_id)
+        if not self.can_operate(request):
+            raise PermissionDenied
+        try:
+            run = run_resume(run_id=run.pk, actor=request.user)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, gettext("The run is sending again."))
+        return HttpResponseRedirect(self._change_url(run))
 
     @display(description=_("Kind"), ordering="is_test", label=TEST_LABELS)
     def kind(self, obj: Run) -> str:

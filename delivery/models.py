@@ -113,6 +113,8 @@ class Delivery(models.Model):
             models.Index(fields=["run", "status"]),
             models.Index(fields=["scheduled_for"], condition=Q(status="queued"), name="delivery_due_idx"),
             models.Index(fields=["subscriber", "sent_at"], name="delivery_subscriber_sent_idx"),
+            # The per-minute throttle counts a run's rows claimed in the last minute.
+            models.Index(fields=["run", "claimed_at"], name="delivery_run_claimed_idx"),
         ]
 
     def __str__(self) -> str:

@@ -339,6 +339,8 @@ NOTIFYHUB_PROVIDER_RATE: float = env.float("NOTIFYHUB_PROVIDER_RATE", default=10
 NOTIFYHUB_SEND_LEASE_SECONDS: int = env.int("NOTIFYHUB_SEND_LEASE_SECONDS", default=300)
 # Transient failures (5xx, timeouts) are retried with backoff this many times in all.
 NOTIFYHUB_SEND_MAX_ATTEMPTS: int = env.int("NOTIFYHUB_SEND_MAX_ATTEMPTS", default=5)
+# Where end users reach this server (tracked click links in messages: /r/<token>/).
+NOTIFYHUB_PUBLIC_URL: str = env.str("NOTIFYHUB_PUBLIC_URL", default="http://localhost:8000")
 # How often beat runs dispatch_due (seconds).
 NOTIFYHUB_DISPATCH_SECONDS: float = env.float("NOTIFYHUB_DISPATCH_SECONDS", default=2.0)
 # --- end of delivery engine block ---------------------------------------------------
@@ -349,6 +351,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "delivery.tasks.heartbeat",
         "schedule": schedule(NOTIFYHUB_HEARTBEAT_SECONDS),
         "options": {"expires": NOTIFYHUB_HEARTBEAT_SECONDS * 3},
+    },
+    # Delivery engine: claim due rows and enqueue their sends; stamp conversions.
+    "delivery-dispatch-due": {
+        "task": "delivery.tasks.dispatch_due",
+        "schedule": schedule(NOTIFYHUB_DISPATCH_SECONDS),
+        "options": {"expires": NOTIFYHUB_DISPATCH_SECONDS * 2},
+    },
+    "delivery-update-conversions": {
+        "task": "delivery.tasks.update_conversions",
+        "schedule": schedule(300),
+        "options": {"expires": 300},
     },
     # Client API (audiences.tasks): slide the 30-day session window for everyone;
     # ingestion keeps the touched subscribers current between runs.

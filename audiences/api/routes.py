@@ -1,4 +1,8 @@
-"""The client API's operations: thin — parse, call one service, shape the answer."""
+"""The client API's operations: thin — parse, call one service, shape the answer.
+
+The receipt operations (``deliveries/{id}/opened|clicked``) stamp the delivery ledger,
+so they live in ``delivery.api`` and are mounted on the same API by ``notifyhub/urls.py``.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,6 @@ from audiences.api.schemas import (
     EventBatchOut,
     IdentifyIn,
     PreferenceUrlOut,
-    ReceiptIn,
-    ReceiptOut,
     SubscriberOut,
 )
 from audiences.models import ApiKey, Subscriber
@@ -33,7 +35,6 @@ from audiences.services.events import (
     FieldError,
     FieldValidationError,
     event_track_batch,
-    event_track_receipt,
 )
 from audiences.services.preferences import ConsentContext
 from audiences.services.subscribers import subscriber_identify
@@ -161,42 +162,6 @@ def track_events(request: HttpRequest, payload: EventBatchIn) -> dict[str, Any]:
         now=now,
     )
     return {"received": result.received, "recorded": result.recorded, "duplicates": result.duplicates}
-
-
-def _receipt(kind: str, delivery_id: int, payload: ReceiptIn) -> dict[str, Any]:
-    if delivery_id < 1:
-        raise FieldValidationError(
-            [FieldError("delivery_id", "Send the delivery id from the push's data (a positive number).")],
-            "The receipt was not recorded.",
-        )
-    result = event_track_receipt(
-        delivery_id=delivery_id,
-        kind=kind,
-        external_id=payload.external_id,
-        occurred_at=payload.occurred_at,
-        properties=payload.properties,
-    )
-    return {"recorded": result.recorded == 1}
-
-
-@router.post(
-    "/deliveries/{delivery_id}/opened",
-    response={200: ReceiptOut, **ERRORS},
-    summary="Report that a push was opened",
-    tags=["receipts"],
-)
-def delivery_opened(request: HttpRequest, delivery_id: int, payload: ReceiptIn) -> dict[str, Any]:
-    return _receipt("opened", delivery_id, payload)
-
-
-@router.post(
-    "/deliveries/{delivery_id}/clicked",
-    response={200: ReceiptOut, **ERRORS},
-    summary="Report that a push (or one of its actions) was clicked",
-    tags=["receipts"],
-)
-def delivery_clicked(request: HttpRequest, delivery_id: int, payload: ReceiptIn) -> dict[str, Any]:
-    return _receipt("clicked", delivery_id, payload)
 
 
 class PreferenceUrlQuery(Schema):

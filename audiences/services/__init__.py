@@ -7,7 +7,13 @@ from audiences.services.api_keys import (
     api_key_create,
     api_key_revoke,
 )
-from audiences.services.devices import DeviceNotFound, DeviceValidationError, device_register, device_remove
+from audiences.services.devices import (
+    DeviceNotFound,
+    DeviceValidationError,
+    device_register,
+    device_remove,
+    devices_deactivate_dead,
+)
 from audiences.services.events import (
     EventBatchError,
     EventInput,
@@ -70,6 +76,7 @@ __all__ = [
     "audience_import_file",
     "device_register",
     "device_remove",
+    "devices_deactivate_dead",
     "event_track_batch",
     "event_track_receipt",
     "import_job_confirm",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from audiences.models import Device, Subscriber
@@ -137,3 +139,30 @@ def device_remove(*, token: str, now: dt.datetime | None = None) -> bool:
     if not changed and not Device.objects.filter(token=token).exists():
         raise DeviceNotFound("No device has this token; nothing to remove.")
     return bool(changed)
+
+
+def devices_deactivate_dead(*, reasons: Mapping[int, str], now: dt.datetime | None = None) -> int:
+    """Deactivate devices whose token the push provider reported dead; return how many changed.
+
+    ``reasons`` maps device id → invalidation reason (e.g. ``unregistered``). One
+    UPDATE, set-based, in the caller's transaction (the delivery engine records the
+    send outcomes in the same commit). Idempotent: only active devices change, so a
+    device re-registered meanwhile by its app is not touched twice, and the
+    invalidation fields satisfy ``device_invalidation_consistent``. Later plans
+    never target an inactive device.
+    """
+    if not reasons:
+        return 0
+    now = now or timezone.now()
+    by_reason: dict[str, list[int]] = {}
+    for device_id, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(device_id)
+    reason_field = Device._meta.get_field("invalidation_reason")
+    return Device.objects.filter(pk__in=list(reasons), is_active=True).update(
+        is_active=False,
+        invalidated_at=now,
+        invalidation_reason=Case(
+            *(When(pk__in=ids, then=Value(reason)) for reason, ids in by_reason.items()),
+            output_field=reason_field,
+        ),
+    )

@@ -9,8 +9,8 @@ in the ledger. Backends:
 
 - ``outbox`` (``delivery.backends.outbox``): the development default; stores every
   message fully rendered, as FCM's HTTP v1 API would receive it (the device inbox).
-- ``fcm``: firebase-admin, arriving with the delivery engine; until then
-  ``get_backend`` refuses it with a clear message rather than pretend to send.
+- ``fcm`` (``delivery.fcm``): firebase-admin's ``send_each`` (HTTP v1); ``FCM_ENDPOINT``
+  can point it at the loopback stub (``manage.py fcm_stub``).
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ MAX_WEB_ACTIONS = 2
 
 Priority = Literal["normal", "high"]
 
-# Backend name → dotted path of its class. The delivery engine adds "fcm" here.
+# Backend name → dotted path of its class.
 BACKENDS: dict[str, str] = {
     "outbox": "delivery.backends.outbox.OutboxBackend",
+    "fcm": "delivery.fcm.FcmBackend",
 }
 
 
@@ -95,10 +96,18 @@ class SendResult:
     """What became of one message.
 
     ``error_code`` uses FCM's names (``UNREGISTERED``, ``INVALID_ARGUMENT``,
-    ``QUOTA_EXCEEDED``, ``UNAVAILABLE``, ``INTERNAL``, ``SENDER_ID_MISMATCH``…);
-    ``token_invalid`` says the device should be deactivated; ``retry_after`` is the
-    provider's ``Retry-After`` in seconds for a retryable failure.
-    https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
+    ``QUOTA_EXCEEDED``, ``UNAVAILABLE``, ``INTERNAL``, ``SENDER_ID_MISMATCH``…) plus
+    ``TRANSPORT`` (no HTTP answer), ``AUTH`` (credentials refused) and ``CONFIG``
+    (backend misconfigured). A failed result is exactly one of:
+
+    - ``token_invalid``: the device's token is dead — deactivate the device, don't retry;
+    - ``retryable``: transient — send again later, never before ``retry_after``
+      seconds when it is set (always set for ``QUOTA_EXCEEDED``);
+    - ``fatal``: every message of the run would fail the same way (payload
+      INVALID_ARGUMENT, AUTH, CONFIG) — pause the run, deactivate nothing;
+    - none of them: this message failed for good.
+
+    ``outcome`` names the class. https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
     """
 
     ok: bool
@@ -107,6 +116,18 @@ class SendResult:
     error: str = ""
     retry_after: float | None = None
     token_invalid: bool = False
+    retryable: bool = False
+    fatal: bool = False
+
+    @property
+    def outcome(self) -> Literal["sent", "token_invalid", "retry", "fatal", "failed"]:
+        if self.ok:
+            return "sent"
+        if self.token_invalid:
+            return "token_invalid"
+        if self.fatal:
+            return "fatal"
+        return "retry" if self.retryable else "failed"
 
 
 class PushBackend(Protocol):
@@ -126,11 +147,6 @@ def get_backend() -> PushBackend:
 
 @cache
 def _backend(name: str) -> PushBackend:
-    if name == "fcm" and name not in BACKENDS:
-        raise PushBackendUnavailable(
-            "The fcm backend arrives with the delivery engine; set NOTIFYHUB_PUSH_BACKEND=outbox "
-            "to see messages in the admin's device inbox meanwhile."
-        )
     if name not in BACKENDS:
         raise PushBackendUnavailable(
             f"NOTIFYHUB_PUSH_BACKEND={name!r} is not a push backend; "
@@ -167,9 +183,16 @@ def build_push_message(
     data = {str(key): str(value) for key, value in (rendered.data or {}).items()}
     if delivery_id is not None:
         data[DATA_DELIVERY_ID] = str(delivery_id)
-    if rendered.click_url:
+    click_url = rendered.click_url
+    if click_url and not is_test:
+        # Imported here: receipts reads the ledger models, backends stay import-light.
+        from delivery.receipts import click_tracking_url
+
+        # http(s) links go through the signed /r/<token>/ redirect, which records the click.
+        click_url = click_tracking_url(delivery_id=delivery_id, target=click_url)
+    if click_url:
         data[DATA_CLICK_ACTION] = str(variant.click_action)
-        data[DATA_CLICK_URL] = rendered.click_url
+        data[DATA_CLICK_URL] = click_url
     android = {
         key: value
         for key, value in {"channel_id": variant.android_channel_id, "icon": variant.android_icon}.items()
@@ -199,7 +222,7 @@ def build_push_message(
         title=rendered.title,
         body=rendered.body,
         image_url=variant.image_url,
-        click_url=rendered.click_url,
+        click_url=click_url,
         data=data,
         android=android,
         apns=apns,

@@ -1,4 +1,4 @@
-"""POST /api/v1/events and the delivery receipts, through the real HTTP stack."""
+"""POST /api/v1/events, through the real HTTP stack (receipts: tests/delivery/test_receipts.py)."""
 
 from __future__ import annotations
 
@@ -158,35 +158,5 @@ def test_the_hot_path_makes_a_bounded_number_of_queries(
     assert response.json()["recorded"] == size
 
 
-def test_opens_and_clicks_are_recorded_once_per_delivery(api: Client) -> None:
-    SubscriberFactory(external_id="ana")
-    opened = post(api, "/api/v1/deliveries/7/opened", {"external_id": "ana"})
-    assert (opened.status_code, opened.json()) == (200, {"recorded": True})
-    assert post(api, "/api/v1/deliveries/7/opened", {"external_id": "ana"}).json() == {"recorded": False}
-    clicked = post(
-        api, "/api/v1/deliveries/7/clicked", {"external_id": "ana", "properties": {"action": "buy"}}
-    )
-    assert clicked.json() == {"recorded": True}
-    assert sorted(Event.objects.values_list("name", "properties__delivery_id")) == [
-        ("push_clicked", 7),
-        ("push_opened", 7),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("path", "body", "field"),
-    [
-        ("/api/v1/deliveries/0/opened", {"external_id": "ana"}, "delivery_id"),
-        ("/api/v1/deliveries/5/opened", {"external_id": "ghost"}, "external_id"),
-        ("/api/v1/deliveries/5/clicked", {}, "external_id"),
-        ("/api/v1/deliveries/abc/clicked", {"external_id": "ana"}, "delivery_id"),
-    ],
-)
-def test_bad_receipts_are_400_with_the_field(
-    api: Client, path: str, body: dict[str, Any], field: str
-) -> None:
-    SubscriberFactory(external_id="ana")
-    response = post(api, path, body)
-    assert response.status_code == 400
-    assert [e["field"] for e in response.json()["errors"]] == [field]
-    assert Event.objects.count() == 0
+# The receipts (POST /api/v1/deliveries/{id}/opened|clicked) stamp the delivery ledger:
+# they are tested with it, in tests/delivery/test_receipts.py.

@@ -25,6 +25,7 @@ from delivery.backends import (
 from delivery.backends.fcm_v1 import fcm_v1_body
 from delivery.backends.outbox import OutboxBackend
 from delivery.models import OutboxMessage
+from delivery.receipts import click_token_verify
 from notifyhub.exceptions import ApplicationError
 from tests.factories import DeviceFactory
 
@@ -76,8 +77,16 @@ def _message(**overrides: object) -> PushMessage:
     return build_push_message(**kwargs)  # type: ignore[arg-type]
 
 
+TRACKED = re.compile(r"^http://localhost:8000/r/(?P<token>[^/]+)/$")
+
+
 def test_build_push_message_maps_every_option() -> None:
     message = _message()
+    # The http(s) click link goes through the signed, click-recording redirect.
+    tracked = TRACKED.match(message.click_url)
+    assert tracked is not None, message.click_url
+    target = click_token_verify(token=tracked["token"])
+    assert (target.delivery_id, target.target) == (1001, "https://shop.example.com/sale?u=1")
     assert message == PushMessage(
         delivery_id=1001,
         device_id=7,
@@ -86,12 +95,12 @@ def test_build_push_message_maps_every_option() -> None:
         title="Hi Ada",
         body="Sale in Berlin",
         image_url="https://cdn.example.com/sale.png",
-        click_url="https://shop.example.com/sale?u=1",
+        click_url=message.click_url,
         data={
             "sku": "123",
             "nh_delivery_id": "1001",
             "nh_click_action": "url",
-            "nh_click_url": "https://shop.example.com/sale?u=1",
+            "nh_click_url": message.click_url,
         },
         android={"channel_id": "offers", "icon": "ic_sale"},
         apns={"sound": "default", "badge": 3},
@@ -145,8 +154,11 @@ def test_collapse_key_fits_every_platform(run_id: int) -> None:
     assert re.fullmatch(r"[A-Za-z0-9\-_]{1,32}", key)
 
 
-def test_fcm_v1_body_is_the_full_message() -> None:
-    body = fcm_v1_body(_message(), now=NOW)
+def test_fcm_v1_body_is_the_full_message(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.NOTIFYHUB_PUBLIC_URL = "https://push.example.com"  # web clicks need an https link
+    message = _message()
+    assert message.click_url.startswith("https://push.example.com/r/")
+    body = fcm_v1_body(message, now=NOW)
     expires = str(int(NOW.timestamp()) + 3600)
     assert body == {
         "message": {
@@ -160,7 +172,7 @@ def test_fcm_v1_body_is_the_full_message() -> None:
                 "sku": "123",
                 "nh_delivery_id": "1001",
                 "nh_click_action": "url",
-                "nh_click_url": "https://shop.example.com/sale?u=1",
+                "nh_click_url": message.click_url,
             },
             "android": {
                 "collapse_key": "nh-9",
@@ -179,7 +191,7 @@ def test_fcm_v1_body_is_the_full_message() -> None:
                     "icon": "https://cdn.example.com/icon.png",
                     "actions": [{"action": "buy", "title": "Buy now"}, {"action": "later", "title": "Later"}],
                 },
-                "fcm_options": {"link": "https://shop.example.com/sale?u=1"},
+                "fcm_options": {"link": message.click_url},
             },
             "fcm_options": {"analytics_label": "campaign-42"},
         }
@@ -250,11 +262,9 @@ def test_get_backend_is_the_outbox_by_default_and_cached(settings) -> None:  # t
     assert get_backend() is backend
 
 
-def test_get_backend_refuses_fcm_until_the_delivery_engine(settings) -> None:  # type: ignore[no-untyped-def]
-    settings.NOTIFYHUB_PUSH_BACKEND = "fcm"
+def test_get_backend_refuses_an_unknown_backend(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.NOTIFYHUB_PUSH_BACKEND = "carrier-pigeon"
     with pytest.raises(PushBackendUnavailable) as caught:
         get_backend()
     assert isinstance(caught.value, ApplicationError)
-    assert "The fcm backend arrives with the delivery engine; set NOTIFYHUB_PUSH_BACKEND=outbox" in str(
-        caught.value
-    )
+    assert "'carrier-pigeon' is not a push backend; use one of: fcm, outbox" in str(caught.value)

@@ -26,7 +26,7 @@ from campaigns.services import (
     campaign_return_to_draft,
     campaign_submit_for_review,
 )
-from delivery.models import Run
+from delivery.models import Delivery, Run
 from delivery.services import run_start
 from delivery.tasks import plan_run
 from tests.factories import CampaignFactory, VariantFactory
@@ -212,8 +212,10 @@ def test_the_beat_task_starts_a_send_now_campaign() -> None:
     result = plan_run.apply(kwargs={"campaign_id": campaign.pk})
     assert result.successful()
     run = Run.objects.get(campaign=campaign)
-    assert result.result == run.pk
-    assert plan_run.apply(kwargs={"campaign_id": campaign.pk}).result is None  # fired twice: one run
+    # The task returns the rows it planned: one per active device of the reachable audience.
+    assert result.result == Delivery.objects.filter(run=run).count()
+    assert run.deliveries.count() == result.result
+    assert plan_run.apply(kwargs={"campaign_id": campaign.pk}).result == 0  # fired twice: one run
     assert Run.objects.filter(campaign=campaign).count() == 1
 
 
