@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from modeltranslation import settings as mt_settings
 from modeltranslation.admin import TranslationStackedInline
@@ -239,6 +240,7 @@ class CampaignAdmin(CampaignViewsMixin, ModelAdmin):
     readonly_fields = (
         "audience_estimate",
         "beat_task",
+        "recent_runs",
         "created_by",
         "approved_by",
         "approved_at",
@@ -252,7 +254,7 @@ class CampaignAdmin(CampaignViewsMixin, ModelAdmin):
             {"fields": ("name", "description", "topic", "kind", "default_language")},
         ),
         (_("Audience"), {"fields": ("include_segments", "exclude_segments", "audience_estimate")}),
-        (_("Schedule"), {"fields": (*SCHEDULE_FIELDS, "beat_task")}),
+        (_("Schedule"), {"fields": (*SCHEDULE_FIELDS, "beat_task", "recent_runs")}),
         (
             _("A/B test"),
             {"fields": ("ab_mode", "control_percent", "ab_test_percent", "ab_window_hours", "ab_metric")},
@@ -392,6 +394,29 @@ class CampaignAdmin(CampaignViewsMixin, ModelAdmin):
             return "—"
         url = reverse("admin:django_celery_beat_periodictask_change", args=[obj.periodic_task_id])
         return format_html('<a href="{}" class="text-primary-600">{}</a>', url, obj.periodic_task)
+
+    @display(description=_("Runs"))
+    def recent_runs(self, obj: Campaign) -> str:
+        """The latest runs, each linking to its page (live counts, rate, ETA, retry)."""
+        if obj.pk is None:
+            return "—"
+        # Through the reverse relation: the admin composes; campaigns code does not
+        # import delivery's models.
+        runs = list(obj.runs.filter(is_test=False).order_by("-occurrence")[:5])  # type: ignore[attr-defined]
+        if not runs:
+            return str(_("No run yet."))
+        return format_html_join(
+            mark_safe("<br>"),
+            '<a href="{}" class="text-primary-600">{} UTC</a> · {}',
+            (
+                (
+                    reverse("admin:delivery_run_change", args=[run.pk]),
+                    f"{run.occurrence:%Y-%m-%d %H:%M}",
+                    run.get_status_display(),
+                )
+                for run in runs
+            ),
+        )
 
     def workspace_context(self, request: HttpRequest, obj: Campaign) -> dict[str, Any]:
         report = language_report(campaign=obj) if obj.variants.exists() else None

@@ -706,3 +706,17 @@ def test_status_history_is_read_only(admin_client_logged_in: Client, superuser: 
     assert admin_client_logged_in.get(reverse("admin:campaigns_campaignstatuschange_add")).status_code == 403
     campaign_page = admin_client_logged_in.get(url("change", campaign.pk)).content.decode()
     assert "status history" in campaign_page.lower()
+
+
+def test_campaign_page_links_its_runs(admin_client_logged_in: Client) -> None:
+    from delivery.models import Run
+
+    campaign = VariantFactory().campaign
+    at = timezone.now().replace(microsecond=0)
+    run = Run.objects.create(campaign=campaign, occurrence=at, status=Run.Status.SENDING)
+    Run.objects.create(campaign=campaign, occurrence=at, is_test=True)  # test sends are not listed
+    response = admin_client_logged_in.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert page.count(reverse("admin:delivery_run_change", args=[run.pk])) == 1
+    assert f"{at:%Y-%m-%d %H:%M} UTC</a> · Sending" in page
