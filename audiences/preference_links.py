@@ -60,3 +60,13 @@ def preference_path(*, token: str) -> str:
 def expires_at(*, issued_at: dt.datetime | None = None) -> dt.datetime:
     issued_at = issued_at or timezone.now()
     return issued_at + dt.timedelta(seconds=settings.NOTIFYHUB_PREFERENCE_LINK_MAX_AGE)
+
+
+def preference_url(*, subscriber_id: int) -> str:
+    """The absolute preference-center URL of a subscriber (``NOTIFYHUB_PUBLIC_URL`` + path).
+
+    For push messages, built per message without loading the subscriber: the token
+    is the one :func:`make_token` gives for that subscriber (pure: no database access).
+    """
+    token = signing.dumps({"s": subscriber_id}, salt=SALT, compress=False)
+    return settings.NOTIFYHUB_PUBLIC_URL.rstrip("/") + preference_path(token=token)

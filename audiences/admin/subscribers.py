@@ -1,15 +1,23 @@
-"""Admin for audiences: subscribers, devices, topics and the (read-only) consent ledger."""
+"""Admin for audiences: subscribers, devices, topics and the (read-only) consent ledger.
+
+A subscriber's page also answers privacy requests: "Download data (JSON)" (anyone
+who may view subscribers) and "Erase data" (change permission, after a confirmation
+page), both through ``audiences.services`` and both written to the admin History.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionModelAdmin
 from modeltranslation.admin import TabbedTranslationAdmin
@@ -17,12 +25,15 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RelatedDropdownFilter
 from unfold.contrib.import_export.forms import SelectableFieldsExportForm
 from unfold.decorators import action, display
+from unfold.enums import ActionVariant
 
 from audiences.models import ConsentRecord, Device, Subscriber, Topic, TopicPreference
 from audiences.resources import SubscriberResource
 from audiences.services import (
     ConsentContext,
     PreferenceError,
+    subscriber_erase,
+    subscriber_export,
     subscriber_record_initial_consent,
     subscriber_update_preferences,
 )
@@ -63,17 +74,26 @@ class TopicPreferenceInline(TabularInline):
 
 
 class ConsentRecordInline(TabularInline):
+    """The subscriber's consent ledger, newest first, read-only (append-only by design)."""
+
     model = ConsentRecord
     extra = 0
     fields = ("created_at", "field", "topic", "old_value", "new_value", "source", "source_detail", "actor")
     readonly_fields = fields
     can_delete = False
     ordering = ("-created_at", "-id")
+    per_page = 20
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ConsentRecord]:
+        return super().get_queryset(request).select_related("topic", "actor")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -82,6 +102,7 @@ class SubscriberAdmin(ModelAdmin, ExportActionModelAdmin):
     resource_classes = [SubscriberResource]
     export_form_class = SelectableFieldsExportForm
     actions_list = ["import_csv"]
+    actions_detail = ["export_data", "erase_data"]
     list_display = (
         "external_id",
         "full_name",
@@ -172,6 +193,77 @@ class SubscriberAdmin(ModelAdmin, ExportActionModelAdmin):
 
     def has_import_csv_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("audiences.add_importjob")
+
+    # -- privacy requests: download and erase one subscriber's data --------------------
+
+    def _subscriber(self, request: HttpRequest, object_id: str) -> Subscriber:
+        subscriber = self.get_object(request, unquote(object_id))
+        if subscriber is None:
+            raise Http404(gettext("This subscriber does not exist (any more)."))
+        return subscriber
+
+    @action(
+        description=_("Download data (JSON)"), url_path="export-data", icon="download", permissions=["view"]
+    )
+    def export_data(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Everything held about this person, as a JSON attachment (a subject access request)."""
+        if request.method != "GET":
+            return HttpResponse(status=405, headers={"Allow": "GET"})
+        subscriber = self._subscriber(request, object_id)
+        data = subscriber_export(subscriber=subscriber)
+        self.log_change(request, subscriber, "Downloaded the subscriber's data (JSON).")
+        response = JsonResponse(data, json_dumps_params={"indent": 2, "ensure_ascii": False})
+        # Named by the row id: an external id or a name would end up in download folders and logs.
+        response["Content-Disposition"] = f'attachment; filename="subscriber-{subscriber.pk}-data.json"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @action(
+        description=_("Erase data"),
+        url_path="erase-data",
+        icon="delete_forever",
+        variant=ActionVariant.DANGER,
+        permissions=["change"],
+    )
+    def erase_data(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: "are you sure?"; POST: erase (idempotent), then back to the subscriber's page."""
+        subscriber = self._subscriber(request, object_id)
+        change_url = reverse("admin:audiences_subscriber_change", args=[subscriber.pk])
+        if request.method == "POST":
+            if subscriber.erased_at is not None:
+                messages.info(request, gettext("This subscriber's data was already erased."))
+                return HttpResponseRedirect(change_url)
+            subscriber_erase(
+                subscriber=subscriber,
+                context=ConsentContext(
+                    source=ConsentRecord.Source.ADMIN,
+                    actor=request.user if request.user.is_authenticated else None,
+                    source_detail="admin: erase data",
+                ),
+            )
+            # Logged after erasing, so the History names the suppression record, not the person.
+            self.log_change(request, subscriber, "Erased the subscriber's personal data.")
+            messages.success(
+                request,
+                gettext(
+                    "The subscriber's personal data and device tokens are erased. "
+                    "A suppression record stays so that they are never messaged again."
+                ),
+            )
+            return HttpResponseRedirect(change_url)
+        if request.method != "GET":
+            return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": subscriber,
+            "title": gettext("Erase this subscriber's data?"),
+            "already_erased": subscriber.erased_at is not None,
+            "devices": subscriber.devices.count(),
+            "events": subscriber.events.count(),
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/audiences/subscriber/erase_confirmation.html", context)
 
     @display(description=_("Name"))
     def full_name(self, obj: Subscriber) -> str:

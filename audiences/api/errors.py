@@ -19,6 +19,7 @@ from audiences.api.auth import RateLimited
 from audiences.services.api_keys import ApiKeyRevoked
 from audiences.services.devices import DeviceNotFound
 from audiences.services.events import FieldValidationError
+from audiences.services.privacy import SubscriberErased
 from notifyhub.exceptions import ApplicationError
 
 BODY_PARAM = "payload"  # every operation names its body parameter this way
@@ -110,6 +111,9 @@ def install(api: NinjaAPI) -> None:
     def on_not_found(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
         return json(request, 404, _body(exc.message))
 
+    def on_gone(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
+        return json(request, 410, _body(exc.message))
+
     def on_application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
         return json(request, 400, _body(exc.message))
 
@@ -123,6 +127,7 @@ def install(api: NinjaAPI) -> None:
         (RateLimited, on_rate_limited),
         (DeviceNotFound, on_not_found),
         (SubscriberNotFound, on_not_found),
+        (SubscriberErased, on_gone),  # the person erased their data: not stored again
         (ApplicationError, on_application_error),
     ]
     for exc_class, handler in handlers:

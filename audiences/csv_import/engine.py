@@ -54,7 +54,7 @@ from audiences.csv_import.writes import (
     upsert_topic_preferences,
 )
 from audiences.languages import supported_languages
-from audiences.models import AttributeDefinition, Segment, Topic
+from audiences.models import AttributeDefinition, Segment, Subscriber, Topic
 
 INFER_SAMPLE_ROWS = 1000
 BATCH_SIZE = 5000
@@ -172,8 +172,17 @@ def _import(
     writing = not options.dry_run
     # The real run locks the rows it compares (SELECT … FOR UPDATE) so that a concurrent
     # change is not overwritten with values merged from a stale copy.
+    key_column = next((c.header for c in columns if c.target == "external_id"), "external_id")
     planner = Planner(
-        file_name=options.file_name, topics=topics, now=now, lock=writing, device_column=device_column
+        file_name=options.file_name,
+        topics=topics,
+        now=now,
+        lock=writing,
+        device_column=device_column,
+        key_column=key_column,
+        # People who erased their data are refused by id; checked per batch only when
+        # anyone was ever erased (it costs a keyed hash per row).
+        check_erased=Subscriber.objects.filter(erased_at__isnull=False).exists(),
     )
     phase = "importing" if writing else "checking"
     try:

@@ -95,10 +95,14 @@ class Planner:
         now: dt.datetime,
         lock: bool = False,
         device_column: str = "device_token",
+        key_column: str = "external_id",
+        check_erased: bool = False,
     ) -> None:
         self.file_name = file_name
         self.language = settings.LANGUAGE_CODE
         self.device_column = device_column
+        self.key_column = key_column
+        self.check_erased = check_erased
         self.topics = topics
         self.now = now
         # The real run locks the rows it compares (SELECT … FOR UPDATE) so that a
@@ -119,6 +123,27 @@ class Planner:
 
     def plan(self, rows: Sequence[ParsedRow]) -> BatchPlan:
         stored = self._stored("external_id", [row.external_id for row in rows], lock=False)
+        erased: set[str] = set()
+        if self.check_erased:
+            # Imported here: the services package imports this engine.
+            from audiences.services.privacy import external_ids_erased
+
+            erased = external_ids_erased(
+                external_ids=[r.external_id for r in rows if r.external_id not in stored]
+            )
+        refused: list[RowError] = []
+        if erased:
+            refused = [
+                RowError(
+                    row.line,
+                    self.key_column,
+                    f"“{row.external_id}” belongs to a person who erased their data; NotifyHub does not "
+                    "store them again. Remove this row.",
+                )
+                for row in rows
+                if row.external_id in erased
+            ]
+            rows = [row for row in rows if row.external_id not in erased]
         plan = self._plan(rows, stored)
         if self.lock and plan.touched:
             # Lock only the rows this batch changes (a re-import locks nothing), then
@@ -128,6 +153,7 @@ class Planner:
             fresh = self._stored("id", ids, lock=True)
             if any(fresh.get(external_id) != stored[external_id] for external_id in plan.touched):
                 plan = self._plan(rows, {**stored, **fresh})
+        plan.errors.extend(refused)
         return plan
 
     def _plan(self, rows: Sequence[ParsedRow], stored: dict[str, tuple[Any, ...]]) -> BatchPlan:

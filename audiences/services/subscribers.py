@@ -232,6 +232,10 @@ def subscriber_identify(
     subscriber = Subscriber.objects.select_for_update().filter(external_id=external_id).first()
     created = False
     if subscriber is None:
+        # Someone who erased their data is never stored (or messaged) again under this id.
+        from audiences.services.privacy import subscriber_ensure_not_erased
+
+        subscriber_ensure_not_erased(external_id=external_id)
         initial = {k: cleaned[k] for k in ("language", "push_opt_in") if k in cleaned}
         try:
             with transaction.atomic():

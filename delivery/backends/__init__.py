@@ -39,10 +39,12 @@ MAX_BATCH = 500
 ANALYTICS_LABEL_RE = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,50}$")
 
 # Keys NotifyHub adds to every message's ``data`` for the client SDK: the ledger row
-# (so opens and clicks can be reported back) and where a tap should lead.
+# (so opens and clicks can be reported back), where a tap should lead, and the
+# subscriber's signed preference-center page (so the app can open it from a message).
 DATA_DELIVERY_ID = "nh_delivery_id"
 DATA_CLICK_ACTION = "nh_click_action"
 DATA_CLICK_URL = "nh_click_url"
+DATA_PREFERENCES_URL = "nh_preferences_url"
 
 # Web Push shows at most two action buttons in most browsers.
 MAX_WEB_ACTIONS = 2
@@ -193,6 +195,11 @@ def build_push_message(
     if click_url:
         data[DATA_CLICK_ACTION] = str(variant.click_action)
         data[DATA_CLICK_URL] = click_url
+    if device.subscriber_id is not None:
+        # Imported here, like receipts: backends stay import-light.
+        from audiences.preference_links import preference_url
+
+        data[DATA_PREFERENCES_URL] = preference_url(subscriber_id=device.subscriber_id)
     android = {
         key: value
         for key, value in {"channel_id": variant.android_channel_id, "icon": variant.android_icon}.items()

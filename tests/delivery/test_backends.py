@@ -10,10 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audiences.models import Device
+from audiences.preference_links import verify_token
 from campaigns.models import Campaign, Variant
 from campaigns.rendering import RenderedMessage
 from delivery.backends import (
     ANALYTICS_LABEL_RE,
+    DATA_PREFERENCES_URL,
     MAX_BATCH,
     PushBackendUnavailable,
     PushMessage,
@@ -138,6 +140,15 @@ def test_build_push_message_leaves_unset_options_out() -> None:
     assert message.priority == "normal"
     assert message.analytics_label == "campaign-5-test"
     assert message.is_test
+
+
+def test_every_message_carries_its_subscribers_preference_center_url(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.NOTIFYHUB_PUBLIC_URL = "https://push.example.com/"
+    message = _message(device=Device(pk=7, subscriber_id=31, token="tok-ios-1", platform=Device.Platform.IOS))
+    url = message.data[DATA_PREFERENCES_URL]
+    token = url.removeprefix("https://push.example.com/preferences/").removesuffix("/")
+    assert url == f"https://push.example.com/preferences/{token}/"
+    assert verify_token(token=token) == 31  # signed for that subscriber, opens without a login
 
 
 @given(campaign_id=st.integers(min_value=1, max_value=2**63 - 1), is_test=st.booleans())
