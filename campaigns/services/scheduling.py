@@ -211,9 +211,15 @@ def campaign_sync_schedule(*, campaign: Campaign, now: dt.datetime | None = None
         start = campaign_first_start(campaign=campaign, now=now)
         if start is None:
             raise ScheduleError("This campaign has no send time.")
-        if task.clocked is not None and task.clocked.clocked_time == start:
-            pass
-        else:
+        keep = task.clocked is not None and (
+            task.clocked.clocked_time == start
+            # "Send now" asks for the current time on every sync, and a started run
+            # must not move: replacing (and deleting) the clocked schedule of a task
+            # beat has loaded crashes beat's next reload.
+            or campaign.schedule_type == Campaign.ScheduleType.NOW
+            or status == Campaign.Status.RUNNING
+        )
+        if not keep:
             task.clocked = ClockedSchedule.objects.create(clocked_time=start)
         task.crontab = None
         task.one_off = True

@@ -32,7 +32,7 @@ from campaigns.models import Campaign
 from campaigns.selectors import campaign_served_language, variant_languages
 from delivery.models import Delivery, Run
 from delivery.planning.assignment import BUCKETS, Assignment, bucket_sql
-from delivery.planning.timing import REASON_QUIET, Timing
+from delivery.planning.timing import REASON_QUIET, REASON_QUIET_DEFERRED, Timing
 
 D = Delivery.Status
 REASON_CONTROL = "control"
@@ -178,7 +178,10 @@ def insert_sql(
         scheduled_sql = "p.due"
     else:
         status_sql = f"(CASE WHEN {control} THEN {suppressed} ELSE p.zstatus END)"
-        reason_sql = f"(CASE WHEN {control} THEN {control_reason} ELSE p.zreason END)"
+        waiting = _literal(REASON_QUIET_DEFERRED)
+        reason_sql = (
+            f"(CASE WHEN {control} THEN {control_reason} WHEN {in_own} THEN {waiting} ELSE p.zreason END)"
+        )
         # To the end of their own window (control rows too: "when they would have got it").
         deferred = _plus_seconds_sql("p.due", f"(p.qe - p.lt + {DAY_SECONDS}) %% {DAY_SECONDS}")
         scheduled_sql = f"(CASE WHEN {in_own} THEN {deferred} ELSE p.due END)"

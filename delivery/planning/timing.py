@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from campaigns.models import Campaign
 from delivery.models import Delivery
+from delivery.suppression import QUIET_HOURS_DEFERRED
 
 UTC = dt.UTC
 D = Delivery.Status
@@ -20,6 +21,8 @@ D = Delivery.Status
 LATE_GRACE = dt.timedelta(minutes=15)
 REASON_LATE = "local_time_passed"
 REASON_QUIET = "quiet_hours"
+# Queued, but held until the quiet hours end (the same reason send time records).
+REASON_QUIET_DEFERRED = QUIET_HOURS_DEFERRED
 
 Window = tuple[dt.time, dt.time]
 
@@ -124,5 +127,5 @@ def zone_timing(
         if in_window(local.time(), window):
             if campaign.quiet_hours_policy == Campaign.QuietHoursPolicy.SKIP:
                 return Timing(when, D.SUPPRESSED, REASON_QUIET)
-            when = window_end(local, window, zone)
+            return Timing(window_end(local, window, zone), D.QUEUED, REASON_QUIET_DEFERRED)
     return Timing(when, D.QUEUED)
