@@ -244,6 +244,10 @@ NOTIFYHUB_PREFERENCE_LINK_MAX_AGE: int = env.int(
     "NOTIFYHUB_PREFERENCE_LINK_MAX_AGE", default=60 * 60 * 24 * 30
 )
 # API keys: last_used_at is written at most this often (seconds) per key.
+# Preference center: after this many invalid-token hits from one address within the
+# window (seconds), that address gets 429 for a while (link guessing).
+NOTIFYHUB_PREFERENCE_BAD_TOKEN_LIMIT: int = env.int("NOTIFYHUB_PREFERENCE_BAD_TOKEN_LIMIT", default=20)
+NOTIFYHUB_PREFERENCE_BAD_TOKEN_WINDOW: int = env.int("NOTIFYHUB_PREFERENCE_BAD_TOKEN_WINDOW", default=600)
 NOTIFYHUB_API_KEY_TOUCH_SECONDS: int = 60
 # --- end of client API block ---------------------------------------------------------
 
@@ -342,7 +346,8 @@ NOTIFYHUB_SEND_MAX_ATTEMPTS: int = env.int("NOTIFYHUB_SEND_MAX_ATTEMPTS", defaul
 # Where end users reach this server (tracked click links in messages: /r/<token>/).
 NOTIFYHUB_PUBLIC_URL: str = env.str("NOTIFYHUB_PUBLIC_URL", default="http://localhost:8000")
 # How often beat runs dispatch_due (seconds).
-NOTIFYHUB_DISPATCH_SECONDS: float = env.float("NOTIFYHUB_DISPATCH_SECONDS", default=2.0)
+# Whole seconds: django-celery-beat stores schedule entries as integer intervals.
+NOTIFYHUB_DISPATCH_SECONDS: int = max(1, env.int("NOTIFYHUB_DISPATCH_SECONDS", default=2))
 # --- end of delivery engine block ---------------------------------------------------
 
 CELERY_BEAT_SCHEDULE = {
