@@ -29,9 +29,10 @@ run: $(STAMP)
 	@echo "Starting web (http://127.0.0.1:$(PORT)/admin/), worker and beat — Ctrl-C stops all three."
 	$(BIN)/honcho start --procfile Procfile --port $(PORT)
 
-## make test — set up, lint (ruff), then the whole pytest suite.
+## make test — set up, lint (ruff), compile the translations, then the whole pytest suite.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python manage.py compilemessages --ignore=.venv -v0
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make lint — ruff and mypy.

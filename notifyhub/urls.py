@@ -34,5 +34,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("preferences/", include("audiences.preference_center.urls")),
     path("", include("delivery.urls")),
 ]

@@ -1,0 +1,15 @@
+"""The preference center: ``/preferences/<signed token>/``, the end user's own page.
+
+No login: the signed link (``audiences.preference_links``) is the credential. The
+package holds the views and their URLs, the form, the writes the page makes
+(``services``), the bad-token throttle (``throttle``), the security headers
+(``security``) and the time-zone and language pickers (``pickers``). Templates live in
+``templates/preferences/``, assets in ``static/preferences/``, translations in
+``locale/``.
+
+Rules the views keep: GET never changes anything (link scanners and prefetchers open
+links); every change is a POST with CSRF protection that appends consent records
+through ``audiences.services.preferences.subscriber_update_preferences`` with source
+``preference_center``; a tampered, expired or unknown link — or one of an erased
+subscriber — gets one generic page with one status, and writes nothing.
+"""
