@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.test.signals import setting_changed
+from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpResponse
 from django.template import Context, Engine

@@ -30,11 +30,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.signals import setting_changed
 from django.db import transaction
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.middleware.csrf import get_token
-from django.test.signals import setting_changed
 from django.urls import reverse
 from django.utils import formats, timezone, translation
 from django.utils.http import urlencode
@@ -313,11 +313,12 @@ def _render_page(
     status: int = 200,
 ) -> HttpResponse:
     labels = _labels(language)
-    errors = [
-        (f"id_{name}", labels[name], error) if name in labels else ("", "", error)
-        for name, messages_ in (form.errors.items() if form is not None else ())
-        for error in messages_
-    ]
+    with translation.override(language):  # iterating an ErrorList translates its messages
+        errors = [
+            (f"id_{name}", labels[name], error) if name in labels else ("", "", error)
+            for name, messages_ in (form.errors.items() if form is not None else ())
+            for error in messages_
+        ]
     if errors:
         assert form is not None
         # Every field present: a template's lookup of a missing key raises (and
