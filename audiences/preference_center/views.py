@@ -266,6 +266,11 @@ def _fields_context(
     }
 
 
+# Every field present: a template's lookup of a missing key raises (and catches)
+# VariableDoesNotExist, the slowest thing a template does.
+_NO_ERRORS: dict[str, Any] = dict.fromkeys(PreferencesForm.base_fields, ())
+
+
 @functools.lru_cache(maxsize=256)
 def _fields_html(language: str, choices: _Choices, catalog: selectors.TopicCatalog) -> str:
     """The fields without errors, kept per (language, values, topics): most people share them.
@@ -276,9 +281,6 @@ def _fields_html(language: str, choices: _Choices, catalog: selectors.TopicCatal
     return rendering.render_to_string(
         "_fields.html", _fields_context(language, choices, catalog, _NO_ERRORS), language=language
     )
-
-
-_NO_ERRORS: dict[str, Any] = dict.fromkeys(PreferencesForm.base_fields, ())
 
 
 @receiver(setting_changed)
@@ -321,8 +323,6 @@ def _render_page(
         ]
     if errors:
         assert form is not None
-        # Every field present: a template's lookup of a missing key raises (and
-        # catches) VariableDoesNotExist, the slowest thing a template does.
         fields_context = _fields_context(language, choices, state.catalog, _NO_ERRORS | dict(form.errors))
         fields = _Deferred(
             functools.partial(rendering.render_to_string, "_fields.html", fields_context, language=language)
