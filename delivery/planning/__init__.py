@@ -47,11 +47,11 @@ from delivery.planning.timing import (
     REASON_LATE,
     REASON_QUIET,
     Timing,
-    campaign_quiet_window,
     in_window,
     parse_window,
     zone_timing,
 )
+from delivery.suppression import campaign_quiet_window
 
 __all__ = [
     "BUCKETS",

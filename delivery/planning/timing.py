@@ -7,12 +7,14 @@ import zoneinfo
 from dataclasses import dataclass
 from functools import lru_cache
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-
 from campaigns.models import Campaign
 from delivery.models import Delivery
-from delivery.suppression import QUIET_HOURS_DEFERRED
+from delivery.suppression import (
+    QUIET_HOURS_DEFERRED,
+    QuietWindow,
+    campaign_quiet_window,
+    parse_quiet_hours,
+)
 
 UTC = dt.UTC
 D = Delivery.Status
@@ -24,30 +26,9 @@ REASON_QUIET = "quiet_hours"
 # Queued, but held until the quiet hours end (the same reason send time records).
 REASON_QUIET_DEFERRED = QUIET_HOURS_DEFERRED
 
-Window = tuple[dt.time, dt.time]
-
-
-def parse_window(value: str) -> Window | None:
-    """``"22:00-08:00"`` → (22:00, 08:00); empty (or equal ends) → None; else ImproperlyConfigured."""
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        start, end = (dt.time.fromisoformat(part.strip()) for part in value.split("-"))
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            f"NOTIFYHUB_QUIET_HOURS={value!r} is not a window; use 'HH:MM-HH:MM' (e.g. '22:00-08:00') or ''."
-        ) from exc
-    return None if start == end else (start, end)
-
-
-def campaign_quiet_window(*, campaign: Campaign) -> Window | None:
-    """The campaign's own quiet hours when it sets both ends, else the app's default."""
-    if campaign.quiet_hours_start is not None and campaign.quiet_hours_end is not None:
-        if campaign.quiet_hours_start == campaign.quiet_hours_end:
-            return None
-        return (campaign.quiet_hours_start, campaign.quiet_hours_end)
-    return parse_window(settings.NOTIFYHUB_QUIET_HOURS)
+# One definition of the quiet-hours window for planning and for the send-time check.
+Window = QuietWindow
+parse_window = parse_quiet_hours
 
 
 def in_window(moment: dt.time, window: Window) -> bool:
